@@ -1,0 +1,1 @@
+"""Pure domain: statuses, durations, retry policy, limits, records. Standard library only."""

@@ -1,0 +1,167 @@
+"""What the store keeps, as frozen records. Times are integer milliseconds since the epoch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from stepstone.domain.status import InstanceStatus
+
+
+class StepType(StrEnum):
+    STEP = "step"
+    SLEEP = "sleep"
+    WAIT_FOR_EVENT = "waitForEvent"
+    ROLLBACK = "rollback"
+
+
+class StepState(StrEnum):
+    RUNNING = "running"
+    """An attempt is under way, or the next attempt is due at ``wake_at``."""
+    WAITING = "waiting"
+    """A sleep or a wait for an event that has not ended yet."""
+    COMPLETE = "complete"
+    ERRORED = "errored"
+
+
+class TriggerSource(StrEnum):
+    UNKNOWN = "unknown"
+    API = "api"
+    BINDING = "binding"
+    EVENT = "event"
+    CRON = "cron"
+
+
+@dataclass(frozen=True, slots=True)
+class Workflow:
+    id: str
+    tenant: str
+    name: str
+    class_name: str
+    script_name: str
+    current_version_id: str | None
+    schedules: tuple[str, ...]
+    created_at: int
+    modified_at: int
+    triggered_at: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Version:
+    id: str
+    workflow_id: str
+    number: int
+    class_name: str
+    script_name: str
+    language: str
+    archive: bytes
+    """A zip of the script (one module, or a folder of modules): importable as it is."""
+    module: str
+    """The module inside the archive that defines ``class_name``."""
+    source_hash: str
+    max_steps: int
+    created_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    start: int
+    end: int | None = None
+    success: bool | None = None
+    error_name: str | None = None
+    error_message: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "start": self.start,
+            "end": self.end,
+            "success": self.success,
+            "error": None
+            if self.error_name is None
+            else {"name": self.error_name, "message": self.error_message or ""},
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Attempt:
+        error = data.get("error") or {}
+        return cls(
+            start=data["start"],
+            end=data.get("end"),
+            success=data.get("success"),
+            error_name=error.get("name"),
+            error_message=error.get("message"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class StepRecord:
+    """One durable step of an instance, keyed by name and occurrence (``count``, from 1)."""
+
+    name: str
+    count: int
+    type: StepType
+    state: StepState
+    seq: int
+    started_at: int
+    ended_at: int | None = None
+    wake_at: int | None = None
+    """When a sleep ends, a wait times out or the next attempt of a retried step is due."""
+    config: dict[str, Any] | None = None
+    attempts: tuple[Attempt, ...] = ()
+    output: str | None = None
+    """JSON text of the result (a wait's event), kept as committed."""
+    error_name: str | None = None
+    error_message: str | None = None
+    event_type: str | None = None
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.name, self.count)
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    pk: int
+    id: str
+    workflow_id: str
+    version_id: str
+    tenant: str
+    status: InstanceStatus
+    params: str
+    """JSON text of the event payload."""
+    trigger_source: TriggerSource
+    created_at: int
+    modified_at: int
+    started_at: int | None = None
+    ended_at: int | None = None
+    output: str | None = None
+    error_name: str | None = None
+    error_message: str | None = None
+    ready_at: int | None = None
+    """When a worker should next drive the instance; ``None`` while nothing can move it."""
+    lease_owner: str | None = None
+    lease_expires_at: int | None = None
+    lease_epoch: int = 0
+    rollback_outcome: str | None = None
+    rollback_error_name: str | None = None
+    rollback_error_message: str | None = None
+    schedule: dict[str, Any] | None = field(default=None)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    seq: int
+    type: str
+    payload: str
+    """JSON text."""
+    received_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """An instance a worker now owns, fenced by ``epoch``: writes under an older one are refused."""
+
+    instance: Instance
+    owner: str
+    epoch: int

@@ -1,0 +1,107 @@
+"""Step configuration: retries with backoff and a per-attempt timeout, Cloudflare's defaults."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from stepstone.domain.durations import Duration, to_ms
+from stepstone.domain.errors import ValidationError
+
+
+class Backoff(StrEnum):
+    CONSTANT = "constant"
+    LINEAR = "linear"
+    EXPONENTIAL = "exponential"
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How often a failed attempt is tried again, and how long to wait in between."""
+
+    limit: int = 5
+    delay_ms: int = 10_000
+    backoff: Backoff = Backoff.EXPONENTIAL
+
+    def delay_before(self, retry: int) -> int:
+        """Milliseconds to wait before retry number ``retry`` (1 = the first retry)."""
+        if self.backoff is Backoff.CONSTANT:
+            return self.delay_ms
+        if self.backoff is Backoff.LINEAR:
+            return self.delay_ms * retry
+        return self.delay_ms * 2 ** (retry - 1)
+
+
+@dataclass(frozen=True, slots=True)
+class StepConfig:
+    """A step's retry policy, per-attempt timeout and redaction."""
+
+    retries: RetryPolicy = field(default_factory=RetryPolicy)
+    timeout_ms: int = 600_000
+    sensitive: bool = False
+
+    @property
+    def max_attempts(self) -> int:
+        return self.retries.limit + 1
+
+    def to_json(self) -> dict[str, Any]:
+        """The shape Cloudflare shows in an instance's step list."""
+        data: dict[str, Any] = {
+            "retries": {
+                "limit": self.retries.limit,
+                "delay": self.retries.delay_ms,
+                "backoff": self.retries.backoff.value,
+            },
+            "timeout": self.timeout_ms,
+        }
+        if self.sensitive:
+            data["sensitive"] = "output"
+        return data
+
+
+def parse_step_config(
+    retries: Mapping[str, Any] | None = None,
+    timeout: Duration | None = None,
+    sensitive: str | bool | None = None,
+) -> StepConfig:
+    """Build a ``StepConfig`` from Cloudflare-shaped options, explaining what is wrong."""
+    policy = RetryPolicy()
+    if retries is not None:
+        if not isinstance(retries, Mapping):
+            raise ValidationError(
+                "retries must be a mapping like {'limit': 3, 'delay': '5 seconds'}"
+            )
+        unknown = set(retries) - {"limit", "delay", "backoff"}
+        if unknown:
+            raise ValidationError(f"unknown retries option(s): {', '.join(sorted(unknown))}")
+        limit = retries.get("limit", policy.limit)
+        if isinstance(limit, bool) or not isinstance(limit, int | float) or limit < 0:
+            raise ValidationError("retries.limit must be a whole number of retries, 0 or more")
+        backoff_name = retries.get("backoff", policy.backoff.value)
+        try:
+            backoff = Backoff(backoff_name)
+        except ValueError:
+            raise ValidationError(
+                f"retries.backoff {backoff_name!r} is not one of constant, linear, exponential"
+            ) from None
+        policy = RetryPolicy(
+            limit=int(limit),
+            delay_ms=to_ms(retries.get("delay", policy.delay_ms), what="retries.delay"),
+            backoff=backoff,
+        )
+    if sensitive not in (None, False, True, "output"):
+        raise ValidationError("sensitive must be 'output' (or None)")
+    return StepConfig(
+        retries=policy,
+        timeout_ms=to_ms(timeout, what="timeout") if timeout is not None else 600_000,
+        sensitive=bool(sensitive),
+    )
+
+
+def config_from_json(data: Mapping[str, Any] | None) -> StepConfig:
+    """Inverse of ``StepConfig.to_json``."""
+    if not data:
+        return StepConfig()
+    return parse_step_config(data.get("retries"), data.get("timeout"), data.get("sensitive"))

@@ -1,0 +1,1 @@
+"""Durable execution: replay with memoization, suspension, retries, rollback."""

@@ -1,0 +1,330 @@
+"""Drive one claimed instance: replay its history, run new steps, suspend or finish.
+
+While the worker owns an instance its ``run`` coroutine stays alive, so replay happens only after
+a crash, a takeover or a long wait. A wait (sleep, retry delay, event, pause) first holds the
+coroutine for up to ``hold_ms``; if nothing but waits is left after that, the instance is
+*evicted*: the coroutine is cancelled, the lease released, and the earliest deadline committed
+as ``ready_at`` so a timer, an event or a resume brings it back to any worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
+from typing import Any
+
+from stepstone.domain import jsonvalue
+from stepstone.domain.errors import DeterminismError, StepstoneError
+from stepstone.domain.records import Claim, StepRecord
+from stepstone.domain.status import InstanceStatus, runtime_sources
+from stepstone.runtime.clock import Clock
+from stepstone.runtime.history import History
+from stepstone.runtime.loader import VersionLoader
+from stepstone.runtime.step import DurableStep, error_message, error_name, to_datetime
+from stepstone.sdk.entrypoint import WorkflowEvent
+from stepstone.sdk.errors import StepFailedError
+from stepstone.storage.base import LeaseLostError, Store
+
+log = logging.getLogger(__name__)
+S = InstanceStatus
+
+
+@dataclass(eq=False)
+class _Waiter:
+    deadline: int | None
+    woken: asyncio.Event = field(default_factory=asyncio.Event)
+    busy: bool = False
+
+
+class InstanceRun:
+    """One instance, driven by one worker under one claim."""
+
+    def __init__(
+        self,
+        claim: Claim,
+        store: Store,
+        clock: Clock,
+        loader: VersionLoader,
+        *,
+        hold_ms: int = 1_000,
+        env: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.claim = claim
+        self.store = store
+        self.clock = clock
+        self.loader = loader
+        self.hold_ms = hold_ms
+        self.env = env or {}
+        self.history: History
+        self.pause_requested = claim.instance.status is S.WAITING_FOR_PAUSE
+        self._active = 0
+        self._waiters: set[_Waiter] = set()
+        self._changed = asyncio.Event()
+        self._marked_waiting = False
+        self._log = logging.LoggerAdapter(
+            log, {"instance": claim.instance.id, "workflow_id": claim.instance.workflow_id}
+        )
+
+    # ------------------------------------------------------------ used by DurableStep
+    async def save(self, record: StepRecord) -> None:
+        await self.store.save_step(self.claim, record, self.clock.now_ms())
+        self.history.remember(record)
+
+    async def take_event(self, record: StepRecord) -> StepRecord | None:
+        taken = await self.store.take_event(self.claim, record, self.clock.now_ms())
+        if taken is None:
+            return None
+        self.history.remember(taken[1])
+        return taken[1]
+
+    @asynccontextmanager
+    async def activity(self) -> AsyncIterator[None]:
+        """Marks a running attempt: an instance with one is never evicted."""
+        self._active += 1
+        self._changed.set()
+        try:
+            yield
+        finally:
+            self._active -= 1
+            self._changed.set()
+
+    async def wait(
+        self, deadline: int | None, satisfied: Callable[[], Awaitable[bool]] | None = None
+    ) -> bool:
+        """Wait until ``deadline`` or until ``satisfied()`` (checked on every wake-up) is true."""
+        waiter = _Waiter(deadline)
+        self._waiters.add(waiter)
+        self._changed.set()
+        try:
+            while True:
+                if satisfied is not None:
+                    waiter.busy = True
+                    try:
+                        if await satisfied():
+                            return True
+                    finally:
+                        waiter.busy = False
+                        self._changed.set()
+                if deadline is not None and self.clock.now_ms() >= deadline:
+                    return False
+                waiter.woken.clear()
+                await _first(
+                    waiter.woken.wait(),
+                    self.clock.sleep_until(deadline) if deadline is not None else None,
+                )
+        finally:
+            self._waiters.discard(waiter)
+            self._changed.set()
+
+    async def gate(self) -> None:
+        """A step boundary: hold here while a pause is requested."""
+        while self.pause_requested:
+            await self.wait(None)
+
+    # ------------------------------------------------------------ used by the worker
+    def wake(self) -> None:
+        """Something changed (an event arrived): waiters look again."""
+        for waiter in self._waiters:
+            waiter.woken.set()
+
+    def request_pause(self, requested: bool) -> None:
+        if requested != self.pause_requested:
+            self.pause_requested = requested
+            self._changed.set()
+            self.wake()
+
+    @property
+    def quiescent(self) -> bool:
+        """Nothing runs: every branch of ``run`` is blocked in a wait."""
+        return self._active == 0 and bool(self._waiters) and not any(w.busy for w in self._waiters)
+
+    # ------------------------------------------------------------ driving
+    async def drive(self) -> None:
+        """Run the instance until it finishes, suspends, or the lease is lost."""
+        try:
+            await self._drive()
+        except LeaseLostError:
+            self._log.info("lease lost; another owner or a user action took the instance over")
+
+    async def _drive(self) -> None:
+        instance = self.claim.instance
+        now = self.clock.now_ms()
+        if instance.status is S.WAITING_FOR_PAUSE:
+            await self._evict_paused()
+            return
+        if instance.status in (S.QUEUED, S.WAITING):
+            fields = {} if instance.started_at else {"started_at": now}
+            if not await self._move(S.RUNNING, ready_at=now, **fields):
+                return
+        try:
+            version = await self.store.get_version(instance.version_id)
+            if version is None:
+                raise StepstoneError(f"version {instance.version_id} of this instance is gone")
+            cls = self.loader.load(version)
+            self.history = History(await self.store.load_steps(instance.pk), version.max_steps)
+        except StepstoneError as exc:
+            await self._finish(S.ERRORED, error=exc)
+            return
+        step = DurableStep(self)
+        body = asyncio.create_task(self._body(cls, step), name=f"run {instance.id}")
+        try:
+            await self._supervise(body)
+        finally:
+            if not body.done():
+                body.cancel()
+                with suppress(asyncio.CancelledError, LeaseLostError):
+                    await body
+        if not body.cancelled():
+            body.result()
+
+    async def _supervise(self, body: asyncio.Task[None]) -> None:
+        while not body.done():
+            self._changed.clear()
+            if self.quiescent:
+                if self.pause_requested and self._active == 0:
+                    await self._stop(body)
+                    await self._evict_paused()
+                    return
+                if not self._marked_waiting:
+                    await self._mark(S.WAITING, self._earliest_deadline())
+                hold_until = self.clock.now_ms() + self.hold_ms
+                await _first(body, self._changed.wait(), self.clock.sleep_until(hold_until))
+                if not body.done() and self.quiescent and self.clock.now_ms() >= hold_until:
+                    ready_at = self._earliest_deadline()
+                    await self._stop(body)
+                    await self._evict(ready_at)
+                    return
+            else:
+                if self._marked_waiting and self._active > 0:
+                    await self._mark(S.RUNNING, self.clock.now_ms())
+                await _first(body, self._changed.wait())
+
+    def _earliest_deadline(self) -> int | None:
+        deadlines = [w.deadline for w in self._waiters if w.deadline is not None]
+        return min(deadlines) if deadlines and not self.pause_requested else None
+
+    async def _move(self, target: InstanceStatus, **changes: Any) -> bool:
+        """Move the instance by the runtime's own transition table; False if it is elsewhere."""
+        return await self.store.move(
+            self.claim,
+            expected=runtime_sources(target),
+            target=target,
+            now=self.clock.now_ms(),
+            **changes,
+        )
+
+    async def _mark(self, status: InstanceStatus, ready_at: int | None) -> None:
+        if await self._move(status, ready_at=ready_at):
+            self._marked_waiting = status is S.WAITING
+
+    async def _stop(self, body: asyncio.Task[None]) -> None:
+        body.cancel()
+        with suppress(asyncio.CancelledError):
+            await body
+
+    async def _evict(self, ready_at: int | None) -> None:
+        if not await self._move(S.WAITING, ready_at=ready_at, release=True):
+            await self._evict_paused()
+
+    async def _evict_paused(self) -> None:
+        await self._move(S.PAUSED, ready_at=None, release=True)
+
+    async def _body(self, cls: type, step: DurableStep) -> None:
+        instance = self.claim.instance
+        event = WorkflowEvent(
+            payload=jsonvalue.decode(instance.params),
+            timestamp=to_datetime(instance.created_at),
+            instance_id=instance.id,
+        )
+        try:
+            workflow = cls(self.env)
+            result = await workflow.run(event, step)
+            self.history.check_all_reached()
+            output = jsonvalue.encode(result, what="the workflow's return value")
+        except DeterminismError as exc:
+            self._log.error("determinism error: %s", exc.message)
+            await self._finish(S.ERRORED, error=exc)
+            return
+        except Exception as exc:
+            await self._fail(step, exc)
+            return
+        await self._finish(S.COMPLETE, output=output)
+
+    async def _fail(self, step: DurableStep, exc: Exception) -> None:
+        rollback: dict[str, Any] = {}
+        if step.compensations:
+            await self._move(S.ROLLING_BACK)
+            first_error: BaseException | None = None
+            for comp in sorted(step.compensations, key=lambda c: c.seq, reverse=True):
+                try:
+                    await step.run_compensation(comp, exc)
+                except Exception as rb_exc:
+                    first_error = first_error or rb_exc
+            rollback = {"rollback_outcome": "failed" if first_error else "complete"}
+            if first_error is not None:
+                inner = first_error.__cause__ or first_error
+                rollback.update(
+                    rollback_error_name=_name_of(first_error, inner),
+                    rollback_error_message=_message_of(first_error, inner),
+                )
+        await self._finish(S.ERRORED, error=exc, **rollback)
+
+    async def _finish(
+        self,
+        status: InstanceStatus,
+        *,
+        output: str | None = None,
+        error: BaseException | None = None,
+        **fields: Any,
+    ) -> None:
+        if error is not None:
+            fields.update(
+                error_name=_name_of(error, error.__cause__ or error),
+                error_message=_message_of(error, error.__cause__ or error),
+            )
+            self._log.info(
+                "instance errored: %s: %s", fields["error_name"], fields["error_message"]
+            )
+        if not await self._move(
+            status,
+            ready_at=None,
+            release=True,
+            output=output,
+            ended_at=self.clock.now_ms(),
+            **fields,
+        ):
+            raise LeaseLostError(self.claim.instance.pk)
+
+
+def _name_of(error: BaseException, cause: BaseException) -> str:
+    if isinstance(error, StepFailedError):
+        return error.error_name
+    return error_name(cause if cause is not error else error)
+
+
+def _message_of(error: BaseException, cause: BaseException) -> str:
+    if isinstance(error, StepFailedError):
+        return error.message
+    return error_message(error)
+
+
+async def _first(*awaitables: Awaitable[Any] | None) -> None:
+    """Wait until the first of ``awaitables`` finishes; cancel the others."""
+    tasks = [
+        a if isinstance(a, asyncio.Future) else asyncio.ensure_future(a)
+        for a in awaitables
+        if a is not None
+    ]
+    owned = [
+        t
+        for t, a in zip(tasks, [a for a in awaitables if a is not None], strict=True)
+        if t is not a
+    ]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in owned:
+            task.cancel()

@@ -1,0 +1,202 @@
+"""Scripts as immutable archives: pack a file or folder into a zip, load a version's class back.
+
+Every version is importable on any worker from its archive alone. Each version's modules are
+loaded fresh and then removed from ``sys.modules``, so two versions of one module never collide.
+Imports between a script's own modules therefore belong at module level.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import inspect
+import io
+import sys
+import threading
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+from stepstone.domain.errors import WorkflowDefinitionError
+from stepstone.domain.records import Version
+from stepstone.sdk.entrypoint import WorkflowEntrypoint
+
+_EPOCH = (1980, 1, 1, 0, 0, 0)
+_SKIP_DIRS = {"__pycache__", ".git", ".venv", "venv", "node_modules", ".stepstone"}
+
+
+@dataclass(frozen=True, slots=True)
+class PackedScript:
+    archive: bytes
+    source_hash: str
+    script_name: str
+    modules: dict[str, str]
+    """Module name -> source text, for discovery."""
+
+
+@dataclass(frozen=True, slots=True)
+class FoundClass:
+    module: str
+    class_name: str
+
+
+def pack(path: Path) -> PackedScript:
+    """Zip one ``.py`` file, or every ``.py`` file under a folder, deterministically."""
+    path = Path(path)
+    if path.is_file():
+        if path.suffix != ".py":
+            raise WorkflowDefinitionError(f"{path} is not a Python file")
+        files = {path.name: path.read_text()}
+        script_name = path.stem
+    elif path.is_dir():
+        files = {
+            p.relative_to(path).as_posix(): p.read_text()
+            for p in sorted(path.rglob("*.py"))
+            if not _SKIP_DIRS.intersection(p.relative_to(path).parts)
+        }
+        script_name = path.name
+        if not files:
+            raise WorkflowDefinitionError(f"{path} holds no Python files")
+    else:
+        raise WorkflowDefinitionError(f"{path} does not exist")
+    buffer = io.BytesIO()
+    digest = hashlib.sha256()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, text in sorted(files.items()):
+            archive.writestr(zipfile.ZipInfo(name, date_time=_EPOCH), text)
+            digest.update(name.encode() + b"\0" + text.encode() + b"\0")
+    modules = {_module_name(name): text for name, text in files.items()}
+    return PackedScript(buffer.getvalue(), digest.hexdigest(), script_name, modules)
+
+
+def _module_name(path: str) -> str:
+    parts = path[: -len(".py")].split("/")
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def find_workflow_classes(script: PackedScript) -> list[FoundClass]:
+    """Classes that extend ``WorkflowEntrypoint`` by name, found without running any code."""
+    found: list[FoundClass] = []
+    for module, source in sorted(script.modules.items()):
+        try:
+            tree = ast.parse(source)
+        except SyntaxError as exc:
+            raise WorkflowDefinitionError(f"{module}: syntax error: {exc}") from None
+        for node in tree.body:
+            if isinstance(node, ast.ClassDef) and any(
+                (isinstance(b, ast.Name) and b.id == "WorkflowEntrypoint")
+                or (isinstance(b, ast.Attribute) and b.attr == "WorkflowEntrypoint")
+                for b in node.bases
+            ):
+                found.append(FoundClass(module, node.name))
+    return found
+
+
+def module_defining(script: PackedScript, class_name: str) -> str:
+    matches = [
+        module
+        for module, source in script.modules.items()
+        if any(isinstance(n, ast.ClassDef) and n.name == class_name for n in ast.parse(source).body)
+    ]
+    if not matches:
+        raise WorkflowDefinitionError(
+            f"class {class_name!r} is not defined at the top level of {script.script_name}"
+        )
+    if len(matches) > 1:
+        raise WorkflowDefinitionError(
+            f"class {class_name!r} is defined in several modules: {', '.join(sorted(matches))}"
+        )
+    return matches[0]
+
+
+class VersionLoader:
+    """Imports versions' classes from their archives, once per process and version."""
+
+    def __init__(self) -> None:
+        self._classes: dict[str, type[WorkflowEntrypoint]] = {}
+        self._lock = threading.Lock()
+
+    def pin(self, version_id: str, cls: type[WorkflowEntrypoint]) -> None:
+        """Use ``cls`` itself for ``version_id`` in this process (tests, ``stepstone.testing``)."""
+        self._classes[version_id] = cls
+
+    def load(self, version: Version) -> type[WorkflowEntrypoint]:
+        cls = self._classes.get(version.id)
+        if cls is None:
+            cls = self.load_archive(version.archive, version.module, version.class_name)
+            self._classes[version.id] = cls
+        return cls
+
+    def load_archive(
+        self, archive: bytes, module: str, class_name: str
+    ) -> type[WorkflowEntrypoint]:
+        """Import ``module`` from ``archive`` in isolation and return its workflow class."""
+        with zipfile.ZipFile(io.BytesIO(archive)) as zf:
+            sources = {n: zf.read(n).decode() for n in zf.namelist() if n.endswith(".py")}
+        finder = _ArchiveFinder(sources)
+        roots = {name.split(".")[0] for name in finder.modules}
+        with self._lock:
+            saved = {n: sys.modules.pop(n) for n in list(sys.modules) if n.split(".")[0] in roots}
+            sys.meta_path.insert(0, finder)
+            try:
+                loaded = importlib.import_module(module)
+            except Exception as exc:
+                raise WorkflowDefinitionError(
+                    f"importing {module} failed: {type(exc).__name__}: {exc}"
+                ) from exc
+            finally:
+                sys.meta_path.remove(finder)
+                for name in [n for n in sys.modules if n.split(".")[0] in roots]:
+                    del sys.modules[name]
+                sys.modules.update(saved)
+        return entrypoint_class(loaded, class_name)
+
+
+class _ArchiveFinder(importlib.abc.MetaPathFinder, importlib.abc.SourceLoader):
+    """Finds and loads the archive's own modules from memory."""
+
+    def __init__(self, sources: dict[str, str]) -> None:
+        self.modules = {_module_name(path): (path, text) for path, text in sources.items()}
+
+    def find_spec(
+        self, fullname: str, path: object = None, target: object = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname not in self.modules:
+            return None
+        is_package = self.modules[fullname][0].endswith("__init__.py")
+        return importlib.util.spec_from_loader(fullname, self, is_package=is_package)
+
+    def get_filename(self, fullname: str) -> str:
+        return f"<stepstone archive>/{self.modules[fullname][0]}"
+
+    def get_data(self, path: str) -> bytes:
+        relative = path.removeprefix("<stepstone archive>/")
+        for file, text in self.modules.values():
+            if file == relative:
+                return text.encode()
+        raise OSError(path)
+
+
+def entrypoint_class(module: ModuleType, class_name: str) -> type[WorkflowEntrypoint]:
+    """The class ``class_name`` of ``module``, checked to be a usable workflow."""
+    cls = getattr(module, class_name, None)
+    if cls is None:
+        raise WorkflowDefinitionError(f"{module.__name__} has no class {class_name!r}")
+    if not (isinstance(cls, type) and issubclass(cls, WorkflowEntrypoint)):
+        raise WorkflowDefinitionError(
+            f"{class_name} must extend stepstone.WorkflowEntrypoint to be a workflow"
+        )
+    run = getattr(cls, "run", None)
+    if run is None or getattr(run, "__isabstractmethod__", False):
+        raise WorkflowDefinitionError(
+            f"{class_name} must define 'async def run(self, event, step)'"
+        )
+    if not inspect.iscoroutinefunction(run):
+        raise WorkflowDefinitionError(f"{class_name}.run must be 'async def', not 'def'")
+    return cls

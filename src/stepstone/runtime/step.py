@@ -1,0 +1,371 @@
+"""``WorkflowStep`` made durable: each call is matched to history or executed and committed."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from stepstone.domain import jsonvalue
+from stepstone.domain.durations import Duration, to_ms
+from stepstone.domain.errors import StepstoneError, ValidationError
+from stepstone.domain.limits import DEFAULT_WAIT_TIMEOUT_MS
+from stepstone.domain.records import Attempt, StepRecord, StepState, StepType
+from stepstone.domain.retry import StepConfig, parse_step_config
+from stepstone.sdk.entrypoint import ReceivedEvent, RollbackContext, StepContext, WorkflowStep
+from stepstone.sdk.errors import NonRetryableError, StepFailedError, WaitForEventTimeoutError
+
+if TYPE_CHECKING:
+    from stepstone.runtime.executor import InstanceRun
+
+_MAX_NAME = 255
+
+
+@dataclass(slots=True)
+class Compensation:
+    """A completed step's rollback, registered in step-start order."""
+
+    seq: int
+    name: str
+    count: int
+    fn: Callable[[RollbackContext], Any]
+    output: Any
+    config: StepConfig
+
+
+def error_name(exc: BaseException) -> str:
+    name = getattr(exc, "name", None)
+    return name if isinstance(name, str) and name else type(exc).__name__
+
+
+def error_message(exc: BaseException) -> str:
+    message = getattr(exc, "message", None)
+    return message if isinstance(message, str) else str(exc)
+
+
+def to_datetime(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+class DurableStep(WorkflowStep):
+    """The ``step`` object ``run`` receives."""
+
+    def __init__(self, run: InstanceRun) -> None:
+        self._run = run
+        self._decorated: dict[str, _StepFunction] = {}
+        self.compensations: list[Compensation] = []
+
+    # ------------------------------------------------------------------ do
+    def do(self, *args: Any, **kwargs: Any) -> Any:
+        name = args[0] if args else kwargs.pop("name", None)
+        rest = args[1:]
+        fn = rest[0] if rest and callable(rest[0]) else kwargs.pop("fn", None)
+        if fn is None:
+            config = rest[0] if rest else kwargs.pop("config", None)
+            if config is not None and not isinstance(config, Mapping):
+                raise ValidationError("step.do's second argument must be a function or a config")
+            options = {**(config or {}), **kwargs}
+            options.pop("concurrent", None)
+
+            def decorate(func: Callable[..., Any]) -> Callable[[], Awaitable[Any]]:
+                step_fn = _StepFunction(self, name or func.__name__, func, options)
+                self._decorated[func.__name__] = step_fn
+                return step_fn
+
+            return decorate
+        if not isinstance(name, str):
+            raise ValidationError("step.do needs a step name as its first argument")
+        return self._do(name, fn, rest[1:], **kwargs)
+
+    async def _do(
+        self,
+        name: str,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        *,
+        retries: Mapping[str, Any] | None = None,
+        timeout: Duration | None = None,
+        sensitive: str | None = None,
+        rollback: Callable[[RollbackContext], Any] | None = None,
+        rollback_config: Mapping[str, Any] | None = None,
+        config: Mapping[str, Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+    ) -> Any:
+        if config:
+            retries = retries if retries is not None else config.get("retries")
+            timeout = timeout if timeout is not None else config.get("timeout")
+            sensitive = sensitive if sensitive is not None else config.get("sensitive")
+        step_config = parse_step_config(retries, timeout, sensitive)
+        _check_name(name)
+        value, record = await self._execute(
+            StepType.STEP, name, fn, args, kwargs or {}, step_config
+        )
+        if rollback is not None:
+            rb_config = step_config
+            if rollback_config:
+                rb_config = parse_step_config(
+                    rollback_config.get("retries"), rollback_config.get("timeout")
+                )
+            self.compensations.append(
+                Compensation(record.seq, name, record.count, rollback, value, rb_config)
+            )
+        return value
+
+    async def _execute(
+        self,
+        type: StepType,
+        name: str,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        config: StepConfig,
+    ) -> tuple[Any, StepRecord]:
+        run = self._run
+        count, record = run.history.lookup(name, type)
+        if record is not None and record.state is StepState.COMPLETE:
+            return jsonvalue.decode(record.output), record
+        if record is not None and record.state is StepState.ERRORED:
+            raise StepFailedError(name, record.error_name or "Error", record.error_message or "")
+        if record is None:
+            record = StepRecord(
+                name=name,
+                count=count,
+                type=type,
+                state=StepState.RUNNING,
+                seq=run.history.next_seq(),
+                started_at=run.clock.now_ms(),
+                config=config.to_json(),
+            )
+        wants_ctx = _accepts(fn, "ctx")
+        while True:
+            if record.wake_at is not None:
+                await run.wait(record.wake_at)
+            await run.gate()
+            attempt_no = len(record.attempts) + 1
+            start = run.clock.now_ms()
+            call_kwargs = dict(kwargs)
+            if wants_ctx:
+                call_kwargs["ctx"] = StepContext(name, count, attempt_no, config.to_json())
+            async with run.activity():
+                try:
+                    result = await _call(fn, args, call_kwargs, config.timeout_ms)
+                    text = jsonvalue.encode(result, what=f"the output of step {name!r}")
+                except Exception as exc:
+                    failure = exc
+                else:
+                    failure = None
+                end = run.clock.now_ms()
+                if failure is None:
+                    record = replace(
+                        record,
+                        state=StepState.COMPLETE,
+                        attempts=(*record.attempts, Attempt(start, end, True)),
+                        ended_at=end,
+                        wake_at=None,
+                        output=text,
+                    )
+                    await run.save(record)
+                    return json.loads(text), record
+                attempt = Attempt(start, end, False, error_name(failure), error_message(failure))
+                final = (
+                    isinstance(failure, NonRetryableError | StepstoneError)
+                    or attempt_no >= config.max_attempts
+                )
+                if final:
+                    record = replace(
+                        record,
+                        state=StepState.ERRORED,
+                        attempts=(*record.attempts, attempt),
+                        ended_at=end,
+                        wake_at=None,
+                        error_name=attempt.error_name,
+                        error_message=attempt.error_message,
+                    )
+                    await run.save(record)
+                    raise StepFailedError(
+                        name, attempt.error_name or "Error", attempt.error_message or ""
+                    ) from failure
+                record = replace(
+                    record,
+                    attempts=(*record.attempts, attempt),
+                    wake_at=end + config.retries.delay_before(attempt_no),
+                )
+                await run.save(record)
+
+    async def run_compensation(self, comp: Compensation, error: BaseException) -> None:
+        context = RollbackContext(
+            step_name=comp.name,
+            step_count=comp.count,
+            output=comp.output,
+            error=error,
+            config=comp.config.to_json(),
+        )
+        await self._execute(
+            StepType.ROLLBACK, f"rollback:{comp.name}", comp.fn, (context,), {}, comp.config
+        )
+
+    # ------------------------------------------------------------------ sleeps
+    async def sleep(self, name: str, duration: Duration) -> None:
+        ms = to_ms(duration, what=f"the duration of sleep {name!r}")
+        await self._sleep(name, lambda now: now + ms)
+
+    async def sleep_until(self, name: str, when: datetime | int | float) -> None:
+        if isinstance(when, datetime):
+            if when.tzinfo is None:
+                raise ValidationError("sleep_until needs a timezone-aware datetime (or epoch ms)")
+            target = int(when.timestamp() * 1000)
+        elif isinstance(when, int | float) and not isinstance(when, bool):
+            target = int(when)
+        else:
+            raise ValidationError("sleep_until takes a datetime or epoch milliseconds")
+        await self._sleep(name, lambda _now: target)
+
+    async def _sleep(self, name: str, deadline: Callable[[int], int]) -> None:
+        _check_name(name)
+        run = self._run
+        count, record = run.history.lookup(name, StepType.SLEEP)
+        if record is None:
+            now = run.clock.now_ms()
+            await run.gate()
+            record = StepRecord(
+                name=name,
+                count=count,
+                type=StepType.SLEEP,
+                state=StepState.WAITING,
+                seq=run.history.next_seq(),
+                started_at=now,
+                wake_at=deadline(now),
+            )
+            await run.save(record)
+        if record.wake_at is not None and record.state is StepState.WAITING:
+            await run.wait(record.wake_at)
+
+    # ------------------------------------------------------------------ events
+    async def wait_for_event(
+        self, name: str, *, type: str, timeout: Duration | None = None
+    ) -> ReceivedEvent:
+        _check_name(name)
+        if not isinstance(type, str) or not type:
+            raise ValidationError("wait_for_event needs an event type")
+        run = self._run
+        count, record = run.history.lookup(name, StepType.WAIT_FOR_EVENT)
+        if record is None:
+            now = run.clock.now_ms()
+            ms = DEFAULT_WAIT_TIMEOUT_MS if timeout is None else to_ms(timeout, what="timeout")
+            await run.gate()
+            record = StepRecord(
+                name=name,
+                count=count,
+                type=StepType.WAIT_FOR_EVENT,
+                state=StepState.WAITING,
+                seq=run.history.next_seq(),
+                started_at=now,
+                wake_at=now + ms,
+                event_type=type,
+            )
+            await run.save(record)
+        if record.state is StepState.WAITING:
+            waiting = record
+            taken: StepRecord | None = None
+
+            async def arrived() -> bool:
+                nonlocal taken
+                taken = await run.take_event(waiting)
+                return taken is not None
+
+            assert record.wake_at is not None
+            if not await run.wait(record.wake_at, arrived):
+                message = f"no {type!r} event arrived within the timeout"
+                record = replace(
+                    record,
+                    state=StepState.ERRORED,
+                    ended_at=run.clock.now_ms(),
+                    error_name="WaitForEventTimeoutError",
+                    error_message=message,
+                )
+                await run.save(record)
+            elif taken is not None:
+                record = taken
+        if record.state is StepState.ERRORED:
+            raise WaitForEventTimeoutError(
+                name, record.error_name or "WaitForEventTimeoutError", record.error_message or ""
+            )
+        data = jsonvalue.decode(record.output)
+        return ReceivedEvent(
+            type=data["type"], payload=data["payload"], timestamp=to_datetime(data["timestamp"])
+        )
+
+
+class _StepFunction:
+    """A function decorated with ``@step.do(...)``: awaiting its call runs the step once.
+
+    Parameters named after earlier decorated steps receive their results (Cloudflare's
+    dependency injection); a parameter named ``ctx`` receives the ``StepContext``.
+    """
+
+    def __init__(
+        self, step: DurableStep, name: str, fn: Callable[..., Any], options: Mapping[str, Any]
+    ) -> None:
+        self._step = step
+        self._name = name
+        self._fn = fn
+        self._options = dict(options)
+        self._lock = asyncio.Lock()
+        self._done = False
+        self._value: Any = None
+
+    async def __call__(self) -> Any:
+        async with self._lock:
+            if not self._done:
+                self._value = await self._run()
+                self._done = True
+        return self._value
+
+    async def _run(self) -> Any:
+        kwargs: dict[str, Any] = {}
+        for param in inspect.signature(self._fn).parameters:
+            dependency = self._step._decorated.get(param)
+            if dependency is not None and dependency is not self:
+                kwargs[param] = await dependency()
+        return await self._step._do(self._name, self._fn, (), kwargs=kwargs, **self._options)
+
+
+class StepTimeoutError(Exception):
+    """An attempt ran longer than the step's timeout."""
+
+
+async def _call(
+    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any], timeout_ms: int
+) -> Any:
+    """Run one attempt, sync functions in a thread, bounded by ``timeout_ms``.
+
+    A timed-out thread cannot be stopped; its result is discarded.
+    """
+    try:
+        async with asyncio.timeout(timeout_ms / 1000) as scope:
+            if inspect.iscoroutinefunction(fn):
+                return await fn(*args, **kwargs)
+            result = await asyncio.to_thread(fn, *args, **kwargs)
+            if inspect.isawaitable(result):
+                return await result
+            return result
+    except TimeoutError:
+        if scope.expired():
+            raise StepTimeoutError(f"the attempt timed out after {timeout_ms:,} ms") from None
+        raise
+
+
+def _accepts(fn: Callable[..., Any], param: str) -> bool:
+    try:
+        return param in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _check_name(name: str) -> None:
+    if not isinstance(name, str) or not name or len(name) > _MAX_NAME:
+        raise ValidationError(f"a step name must be a string of 1 to {_MAX_NAME} characters")

@@ -1,0 +1,1 @@
+"""What workflow authors import: the entrypoint class, the step interface, the errors."""

@@ -1,0 +1,159 @@
+"""The one storage interface. Operations are domain operations, each one transaction.
+
+Writes a worker makes on an instance it owns are fenced by its ``Claim``: they succeed only while
+the claim's owner and epoch still hold the instance, and raise ``LeaseLostError`` otherwise. The
+store never decides a status transition: callers pass the statuses they expect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from stepstone.domain.records import (
+    Claim,
+    Event,
+    Instance,
+    StepRecord,
+    TriggerSource,
+    Version,
+    Workflow,
+)
+from stepstone.domain.status import InstanceStatus
+
+
+class _Keep:
+    """Marks an argument that leaves a column as it is."""
+
+    def __repr__(self) -> str:
+        return "KEEP"
+
+
+KEEP: Any = _Keep()
+
+
+class LeaseLostError(BaseException):
+    """The worker no longer owns the instance (terminated, restarted or taken over)."""
+
+
+@dataclass(frozen=True, slots=True)
+class NewInstance:
+    workflow_id: str
+    version_id: str
+    tenant: str
+    id: str
+    params: str
+    trigger_source: TriggerSource = TriggerSource.API
+    schedule: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewVersion:
+    class_name: str
+    script_name: str
+    archive: bytes
+    module: str
+    source_hash: str
+    max_steps: int
+    language: str = "python"
+
+
+@dataclass(frozen=True, slots=True)
+class OwnedInstance:
+    """What a lease renewal reports about an instance the worker still owns."""
+
+    pk: int
+    status: InstanceStatus
+    epoch: int
+    ready_at: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    items: Sequence[Instance]
+    next_cursor: str | None
+
+
+class Store(Protocol):
+    """Durable state of workflows, versions, instances, steps and events."""
+
+    # lifecycle
+    async def migrate(self) -> None: ...
+    async def close(self) -> None: ...
+    async def ping(self) -> None: ...
+
+    # workflows and versions
+    async def put_workflow(
+        self,
+        tenant: str,
+        name: str,
+        *,
+        class_name: str,
+        script_name: str,
+        schedules: Sequence[str],
+        now: int,
+    ) -> Workflow: ...
+    async def add_version(self, workflow_id: str, version: NewVersion, now: int) -> Version: ...
+    async def get_workflow(self, tenant: str, name: str) -> Workflow | None: ...
+    async def get_workflow_by_id(self, workflow_id: str) -> Workflow | None: ...
+    async def list_workflows(self, tenant: str) -> list[Workflow]: ...
+    async def get_version(self, version_id: str) -> Version | None: ...
+    async def list_versions(self, workflow_id: str) -> list[Version]: ...
+    async def count_instances(self, workflow_id: str) -> dict[str, int]: ...
+
+    # instances, as users see them
+    async def create_instances(self, new: Sequence[NewInstance], now: int) -> list[Instance]: ...
+    async def get_instance(self, workflow_id: str, instance_id: str) -> Instance | None: ...
+    async def get_instance_by_pk(self, pk: int) -> Instance | None: ...
+    async def list_instances(
+        self,
+        workflow_id: str,
+        *,
+        status: InstanceStatus | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page: ...
+    async def change_status(
+        self,
+        pk: int,
+        *,
+        expected: InstanceStatus,
+        target: InstanceStatus,
+        now: int,
+        fence: bool,
+        ready_at: int | None = KEEP,
+        clear_history: bool = False,
+    ) -> Instance | None: ...
+    async def add_event(
+        self, pk: int, type: str, payload: str, now: int, *, wake: Collection[InstanceStatus]
+    ) -> Event: ...
+    async def load_steps(self, pk: int) -> list[StepRecord]: ...
+
+    # instances, as workers drive them
+    async def claim(
+        self,
+        owner: str,
+        now: int,
+        lease_ms: int,
+        limit: int,
+        runnable: Collection[InstanceStatus],
+    ) -> list[Claim]: ...
+    async def renew(self, owner: str, now: int, lease_ms: int) -> list[OwnedInstance]: ...
+    async def release_all(self, owner: str) -> None: ...
+    async def next_wakeup(self, now: int) -> int | None: ...
+    async def save_step(self, claim: Claim, record: StepRecord, now: int) -> None: ...
+    async def take_event(
+        self, claim: Claim, record: StepRecord, now: int
+    ) -> tuple[Event, StepRecord] | None: ...
+    async def move(
+        self,
+        claim: Claim,
+        *,
+        expected: Collection[InstanceStatus],
+        target: InstanceStatus,
+        now: int,
+        ready_at: int | None = KEEP,
+        release: bool = False,
+        **fields: Any,
+    ) -> bool: ...

@@ -1,0 +1,147 @@
+"""The schema, as SQLAlchemy Core tables. Alembic migrations must produce exactly this."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# Integer primary keys are SQLite rowids; BIGINT identities elsewhere.
+PK = BigInteger().with_variant(Integer(), "sqlite")
+Millis = BigInteger
+
+workflows = Table(
+    "workflows",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("tenant", String(128), nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("class_name", String(255), nullable=False),
+    Column("script_name", String(255), nullable=False),
+    Column("current_version_id", String(36), nullable=True),
+    Column("schedules", Text, nullable=False, server_default="[]"),
+    Column("created_at", Millis, nullable=False),
+    Column("modified_at", Millis, nullable=False),
+    Column("triggered_at", Millis, nullable=True),
+    UniqueConstraint("tenant", "name"),
+)
+
+versions = Table(
+    "versions",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column(
+        "workflow_id", String(36), ForeignKey("workflows.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("number", Integer, nullable=False),
+    Column("class_name", String(255), nullable=False),
+    Column("script_name", String(255), nullable=False),
+    Column("language", String(16), nullable=False),
+    Column("archive", LargeBinary, nullable=False),
+    Column("module", String(255), nullable=False),
+    Column("source_hash", String(64), nullable=False),
+    Column("max_steps", Integer, nullable=False),
+    Column("created_at", Millis, nullable=False),
+    UniqueConstraint("workflow_id", "number"),
+)
+
+instances = Table(
+    "instances",
+    metadata,
+    Column("pk", PK, primary_key=True, autoincrement=True),
+    Column("id", String(100), nullable=False),
+    Column(
+        "workflow_id", String(36), ForeignKey("workflows.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("version_id", String(36), ForeignKey("versions.id"), nullable=False),
+    Column("tenant", String(128), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("params", Text, nullable=False),
+    Column("trigger_source", String(16), nullable=False),
+    Column("schedule", Text, nullable=True),
+    Column("output", Text, nullable=True),
+    Column("error_name", Text, nullable=True),
+    Column("error_message", Text, nullable=True),
+    Column("rollback_outcome", String(16), nullable=True),
+    Column("rollback_error_name", Text, nullable=True),
+    Column("rollback_error_message", Text, nullable=True),
+    Column("created_at", Millis, nullable=False),
+    Column("modified_at", Millis, nullable=False),
+    Column("started_at", Millis, nullable=True),
+    Column("ended_at", Millis, nullable=True),
+    Column("ready_at", Millis, nullable=True),
+    Column("lease_owner", String(64), nullable=True),
+    Column("lease_expires_at", Millis, nullable=True),
+    Column("lease_epoch", Integer, nullable=False, server_default="0"),
+    UniqueConstraint("workflow_id", "id"),
+    # The claim query: ready instances, oldest first.
+    Index(
+        "ix_instances_ready",
+        "ready_at",
+        postgresql_where=text("ready_at IS NOT NULL"),
+        sqlite_where=text("ready_at IS NOT NULL"),
+    ),
+    Index(
+        "ix_instances_owner",
+        "lease_owner",
+        postgresql_where=text("lease_owner IS NOT NULL"),
+        sqlite_where=text("lease_owner IS NOT NULL"),
+    ),
+    # Lists: newest first, optionally by status.
+    Index("ix_instances_workflow_created", "workflow_id", "created_at", "pk"),
+    Index("ix_instances_workflow_status_created", "workflow_id", "status", "created_at", "pk"),
+)
+
+steps = Table(
+    "steps",
+    metadata,
+    Column("instance_pk", PK, ForeignKey("instances.pk", ondelete="CASCADE"), primary_key=True),
+    Column("name", String(255), primary_key=True),
+    Column("count", Integer, primary_key=True),
+    Column("type", String(16), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("started_at", Millis, nullable=False),
+    Column("ended_at", Millis, nullable=True),
+    Column("wake_at", Millis, nullable=True),
+    Column("config", Text, nullable=True),
+    Column("attempts", Text, nullable=False, server_default="[]"),
+    Column("output", Text, nullable=True),
+    Column("error_name", Text, nullable=True),
+    Column("error_message", Text, nullable=True),
+    Column("event_type", String(255), nullable=True),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("seq", PK, primary_key=True, autoincrement=True),
+    Column("instance_pk", PK, ForeignKey("instances.pk", ondelete="CASCADE"), nullable=False),
+    Column("type", String(255), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("received_at", Millis, nullable=False),
+    Column("consumed_by_name", String(255), nullable=True),
+    Column("consumed_by_count", Integer, nullable=True),
+    # Buffered events of one type, in arrival order.
+    Index("ix_events_pending", "instance_pk", "type", "seq"),
+)

@@ -1,0 +1,1 @@
+"""Workers: claim ready instances, drive them, renew leases, wake timers."""

@@ -1,0 +1,207 @@
+"""The claim loop: take ready instances under a lease, drive each in a task, keep leases alive."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Mapping
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import Any
+
+from stepstone.domain.status import RUNNABLE, InstanceStatus
+from stepstone.runtime.clock import Clock, FakeClock, SystemClock
+from stepstone.runtime.executor import InstanceRun
+from stepstone.runtime.loader import VersionLoader
+from stepstone.runtime.signals import Notifier
+from stepstone.storage.base import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    lease_ms: int = 30_000
+    """A worker that stops renewing loses its instances this long after its last renewal."""
+    heartbeat_ms: int = 5_000
+    poll_ms: int = 500
+    """Longest pause between looks at the database when nothing signals new work."""
+    max_concurrency: int = 1_000
+    claim_batch: int = 100
+    hold_ms: int = 1_000
+    """How long a waiting instance stays in memory before it is evicted."""
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()[:32]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+class Worker:
+    """Runs instances from one store. Several workers, in any processes, may share a store."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        clock: Clock | None = None,
+        loader: VersionLoader | None = None,
+        notifier: Notifier | None = None,
+        settings: WorkerSettings | None = None,
+        env: Mapping[str, Any] | None = None,
+        worker_id: str | None = None,
+    ) -> None:
+        self.store = store
+        self.clock = clock or SystemClock()
+        self.loader = loader or VersionLoader()
+        self.notifier = notifier or Notifier()
+        self.settings = settings or WorkerSettings()
+        self.env = env or {}
+        self.id = worker_id or new_worker_id()
+        self._runs: dict[int, tuple[InstanceRun, asyncio.Task[None]]] = {}
+
+    @property
+    def running(self) -> int:
+        return len(self._runs)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Claim and drive instances until ``stop`` is set; then hand everything back."""
+        log.info("worker %s started", self.id)
+        heartbeat = asyncio.create_task(self._heartbeat(stop), name=f"heartbeat {self.id}")
+        try:
+            while not stop.is_set():
+                changed = self.notifier.take()
+                if changed & self._runs.keys():
+                    await self.refresh()
+                await self._claim()
+                await self._idle(stop)
+                if heartbeat.done():
+                    heartbeat.result()  # a dead heartbeat stops the worker loudly
+                    raise RuntimeError("the heartbeat task ended")
+        finally:
+            heartbeat.cancel()
+            with suppress(asyncio.CancelledError):
+                await heartbeat
+            await self._hand_back()
+            log.info("worker %s stopped", self.id)
+
+    async def _idle(self, stop: asyncio.Event) -> None:
+        now = self.clock.now_ms()
+        until = now + self.settings.poll_ms
+        if self.running < self.settings.max_concurrency:
+            wakeup = await self.store.next_wakeup(now)
+            if wakeup is not None:
+                until = min(until, wakeup)
+        waits = [
+            asyncio.ensure_future(self.notifier.wait()),
+            asyncio.ensure_future(stop.wait()),
+            asyncio.ensure_future(self.clock.sleep_until(until)),
+        ]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
+
+    async def _claim(self) -> int:
+        room = self.settings.max_concurrency - self.running
+        if room <= 0:
+            return 0
+        claims = await self.store.claim(
+            self.id,
+            self.clock.now_ms(),
+            self.settings.lease_ms,
+            min(room, self.settings.claim_batch),
+            RUNNABLE,
+        )
+        for claim in claims:
+            run = InstanceRun(
+                claim,
+                self.store,
+                self.clock,
+                self.loader,
+                hold_ms=self.settings.hold_ms,
+                env=self.env,
+            )
+            task = asyncio.create_task(run.drive(), name=f"instance {claim.instance.id}")
+            self._runs[claim.instance.pk] = (run, task)
+            task.add_done_callback(lambda t, pk=claim.instance.pk: self._done(pk, t))
+        return len(claims)
+
+    def _done(self, pk: int, task: asyncio.Task[None]) -> None:
+        entry = self._runs.get(pk)
+        if entry is not None and entry[1] is task:
+            del self._runs[pk]
+        self.notifier.work_available()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("instance %s failed inside the runtime", pk, exc_info=task.exception())
+
+    async def _heartbeat(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await asyncio.sleep(self.settings.heartbeat_ms / 1000)
+            try:
+                await self.refresh()
+            except Exception:
+                log.exception("renewing leases failed; retrying")
+
+    async def refresh(self) -> None:
+        """Renew leases and apply what users changed: pause, resume, terminate, events."""
+        if not self._runs:
+            return
+        now = self.clock.now_ms()
+        owned = {o.pk: o for o in await self.store.renew(self.id, now, self.settings.lease_ms)}
+        for pk, (run, task) in list(self._runs.items()):
+            state = owned.get(pk)
+            if state is None or state.epoch != run.claim.epoch:
+                task.cancel()  # terminated, restarted, or taken over: stop at once
+                continue
+            run.request_pause(state.status is InstanceStatus.WAITING_FOR_PAUSE)
+            if state.ready_at is not None and state.ready_at <= now:
+                run.wake()
+
+    async def _hand_back(self) -> None:
+        for _run, task in list(self._runs.values()):
+            task.cancel()
+        for _run, task in list(self._runs.values()):
+            with suppress(asyncio.CancelledError, Exception):
+                await task
+        try:
+            await self.store.release_all(self.id)
+        except Exception:
+            log.exception(
+                "could not hand back leases; they expire in %d ms", self.settings.lease_ms
+            )
+
+    async def run_until_idle(self, *, advance: bool = True, max_rounds: int = 100_000) -> int:
+        """Drive every ready instance until none is left; for tests and ``stepstone.testing``.
+
+        With a ``FakeClock`` and ``advance``, the clock jumps to the next timer whenever nothing
+        is ready, so sleeps, retry delays and wait timeouts pass at once. Waiting instances are
+        evicted at once (no hold). Returns the number of instance runs driven.
+        """
+        driven = 0
+        for _ in range(max_rounds):
+            claims = await self.store.claim(
+                self.id,
+                self.clock.now_ms(),
+                self.settings.lease_ms,
+                self.settings.claim_batch,
+                RUNNABLE,
+            )
+            if claims:
+                runs = [
+                    InstanceRun(c, self.store, self.clock, self.loader, hold_ms=0, env=self.env)
+                    for c in claims
+                ]
+                await asyncio.gather(*(r.drive() for r in runs))
+                driven += len(runs)
+                continue
+            if advance and isinstance(self.clock, FakeClock):
+                wakeup = await self.store.next_wakeup(self.clock.now_ms())
+                if wakeup is not None:
+                    await self.clock.set(wakeup)
+                    continue
+            return driven
+        raise RuntimeError(f"instances were still running after {max_rounds} rounds")
