@@ -1,0 +1,1 @@
+"""The ``stepstone`` command."""
