@@ -12,6 +12,13 @@ from stepstone.runtime.clock import FakeClock
 from stepstone.storage import open_store
 from stepstone.storage.sql import SqlStore
 from stepstone.worker.worker import Worker, WorkerSettings
+from tests.postgres import fresh_database
+
+
+@pytest.fixture
+async def postgres_url() -> AsyncIterator[str]:
+    async for url in fresh_database():
+        yield url
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -41,6 +42,7 @@ async def run_process(
     on_ready: Callable[[str], None] | None = None,
 ) -> None:
     """Serve until SIGINT/SIGTERM; then stop claiming, hand leases back and exit."""
+    settings = settings or WorkerSettings.from_env(os.environ)
     store = await open_store(url)
     engine = Engine(store)
     stop = asyncio.Event()
@@ -51,12 +53,16 @@ async def run_process(
             if on_deployed:
                 on_deployed(deployed)
         if role in (Role.ALL, Role.WORKER):
-            worker = Worker(store, loader=engine.loader, notifier=engine.notifier,
-                            settings=settings)
+            worker = Worker(
+                store, loader=engine.loader, notifier=engine.notifier, settings=settings
+            )
             tasks.append(asyncio.create_task(worker.run(stop), name="worker"))
         if role in (Role.ALL, Role.API):
             config = uvicorn.Config(
-                create_app(engine), host=host, port=port, log_level="warning",
+                create_app(engine),
+                host=host,
+                port=port,
+                log_level="warning",
                 lifespan="off",
             )
             server = _Server(config)

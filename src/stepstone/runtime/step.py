@@ -241,8 +241,9 @@ class DurableStep(WorkflowStep):
                 wake_at=deadline(now),
             )
             await run.save(record)
-        if record.wake_at is not None and record.state is StepState.WAITING:
+        if record.state is StepState.WAITING and record.wake_at is not None:
             await run.wait(record.wake_at)
+            await run.save(replace(record, state=StepState.COMPLETE, ended_at=record.wake_at))
 
     # ------------------------------------------------------------------ events
     async def wait_for_event(

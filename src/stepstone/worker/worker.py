@@ -12,6 +12,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
+from stepstone.domain.errors import ValidationError
 from stepstone.domain.status import RUNNABLE, InstanceStatus
 from stepstone.runtime.clock import Clock, FakeClock, SystemClock
 from stepstone.runtime.executor import InstanceRun
@@ -33,6 +34,35 @@ class WorkerSettings:
     claim_batch: int = 100
     hold_ms: int = 1_000
     """How long a waiting instance stays in memory before it is evicted."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> WorkerSettings:
+        """Read ``STEPSTONE_LEASE_MS``, ``STEPSTONE_HEARTBEAT_MS``, ``STEPSTONE_POLL_MS``,
+        ``STEPSTONE_MAX_CONCURRENCY``, ``STEPSTONE_CLAIM_BATCH`` and ``STEPSTONE_HOLD_MS``."""
+        values: dict[str, int] = {}
+        for name in (
+            "lease_ms",
+            "heartbeat_ms",
+            "poll_ms",
+            "max_concurrency",
+            "claim_batch",
+            "hold_ms",
+        ):
+            raw = env.get(f"STEPSTONE_{name.upper()}")
+            if raw is None:
+                continue
+            try:
+                values[name] = int(raw)
+            except ValueError:
+                raise ValidationError(
+                    f"STEPSTONE_{name.upper()} must be a whole number, not {raw!r}"
+                ) from None
+            if values[name] < 0:
+                raise ValidationError(f"STEPSTONE_{name.upper()} must not be negative")
+        settings = cls(**values)
+        if settings.heartbeat_ms >= settings.lease_ms:
+            raise ValidationError("the heartbeat must be shorter than the lease")
+        return settings
 
 
 def new_worker_id() -> str:
