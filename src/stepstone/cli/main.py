@@ -9,8 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -66,7 +65,7 @@ def main() -> None:
     app()
 
 
-def _run(fn: Callable[..., Awaitable[T]]) -> Callable[..., T]:
+def _run(fn: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., T]:
     """Run an async command; a StepstoneError becomes a one-line message and exit code 1."""
 
     @wraps(fn)
@@ -291,4 +290,4 @@ async def db_upgrade(db: DbOption = None) -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

@@ -158,7 +158,7 @@ class VersionLoader:
         return entrypoint_class(loaded, class_name)
 
 
-class _ArchiveFinder(importlib.abc.MetaPathFinder, importlib.abc.SourceLoader):
+class _ArchiveFinder(importlib.abc.MetaPathFinder, importlib.abc.SourceLoader):  # type: ignore[misc]
     """Finds and loads the archive's own modules from memory."""
 
     def __init__(self, sources: dict[str, str]) -> None:

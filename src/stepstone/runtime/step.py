@@ -151,13 +151,12 @@ class DurableStep(WorkflowStep):
             if wants_ctx:
                 call_kwargs["ctx"] = StepContext(name, count, attempt_no, config.to_json())
             async with run.activity():
+                failure: Exception | None = None
                 try:
                     result = await _call(fn, args, call_kwargs, config.timeout_ms)
                     text = jsonvalue.encode(result, what=f"the output of step {name!r}")
                 except Exception as exc:
                     failure = exc
-                else:
-                    failure = None
                 end = run.clock.now_ms()
                 if failure is None:
                     record = replace(

@@ -609,7 +609,7 @@ def _instance(row: Row[Any]) -> Instance:
 def _step(row: Row[Any]) -> StepRecord:
     return StepRecord(
         name=row.name,
-        count=row.count,
+        count=row._mapping["count"],
         type=StepType(row.type),
         state=StepState(row.state),
         seq=row.seq,

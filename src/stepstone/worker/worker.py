@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import socket
@@ -157,7 +158,7 @@ class Worker:
             )
             task = asyncio.create_task(run.drive(), name=f"instance {claim.instance.id}")
             self._runs[claim.instance.pk] = (run, task)
-            task.add_done_callback(lambda t, pk=claim.instance.pk: self._done(pk, t))
+            task.add_done_callback(functools.partial(self._done, claim.instance.pk))
         return len(claims)
 
     def _done(self, pk: int, task: asyncio.Task[None]) -> None:
