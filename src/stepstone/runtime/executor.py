@@ -51,6 +51,7 @@ class InstanceRun:
         *,
         hold_ms: int = 1_000,
         env: Mapping[str, Any] | None = None,
+        mocks: Mapping[str, Any] | None = None,
     ) -> None:
         self.claim = claim
         self.store = store
@@ -58,6 +59,7 @@ class InstanceRun:
         self.loader = loader
         self.hold_ms = hold_ms
         self.env = env or {}
+        self.mocks = mocks or {}
         self.history: History
         self.pause_requested = claim.instance.status is S.WAITING_FOR_PAUSE
         self._active = 0

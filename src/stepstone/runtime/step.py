@@ -140,6 +140,8 @@ class DurableStep(WorkflowStep):
                 started_at=run.clock.now_ms(),
                 config=config.to_json(),
             )
+        if name in run.mocks:
+            fn, args, kwargs = _mocked(run.mocks[name]), (), {}
         wants_ctx = _accepts(fn, "ctx")
         while True:
             if record.wake_at is not None:
@@ -357,6 +359,17 @@ async def _call(
         if scope.expired():
             raise StepTimeoutError(f"the attempt timed out after {timeout_ms:,} ms") from None
         raise
+
+
+def _mocked(value: Any) -> Callable[[], Any]:
+    """A stand-in step function: returns ``value``, or raises it if it is an exception."""
+
+    def mocked() -> Any:
+        if isinstance(value, BaseException):
+            raise value
+        return value
+
+    return mocked
 
 
 def _accepts(fn: Callable[..., Any], param: str) -> bool:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from stepstone.domain.errors import ValidationError
+from stepstone.domain.records import Claim
 from stepstone.domain.status import RUNNABLE, InstanceStatus
 from stepstone.runtime.clock import Clock, FakeClock, SystemClock
 from stepstone.runtime.executor import InstanceRun
@@ -83,6 +84,7 @@ class Worker:
         settings: WorkerSettings | None = None,
         env: Mapping[str, Any] | None = None,
         worker_id: str | None = None,
+        mocks: Mapping[str, Any] | None = None,
     ) -> None:
         self.store = store
         self.clock = clock or SystemClock()
@@ -90,6 +92,8 @@ class Worker:
         self.notifier = notifier or Notifier()
         self.settings = settings or WorkerSettings()
         self.env = env or {}
+        self.mocks = mocks or {}
+        """Step name -> result (or exception to raise) used instead of running the step."""
         self.id = worker_id or new_worker_id()
         self._runs: dict[int, tuple[InstanceRun, asyncio.Task[None]]] = {}
 
@@ -148,18 +152,18 @@ class Worker:
             RUNNABLE,
         )
         for claim in claims:
-            run = InstanceRun(
-                claim,
-                self.store,
-                self.clock,
-                self.loader,
-                hold_ms=self.settings.hold_ms,
-                env=self.env,
-            )
-            task = asyncio.create_task(run.drive(), name=f"instance {claim.instance.id}")
-            self._runs[claim.instance.pk] = (run, task)
-            task.add_done_callback(functools.partial(self._done, claim.instance.pk))
+            self._start(claim, self.settings.hold_ms)
         return len(claims)
+
+    def _start(self, claim: Claim, hold_ms: int) -> asyncio.Task[None]:
+        run = InstanceRun(
+            claim, self.store, self.clock, self.loader,
+            hold_ms=hold_ms, env=self.env, mocks=self.mocks,
+        )
+        task = asyncio.create_task(run.drive(), name=f"instance {claim.instance.id}")
+        self._runs[claim.instance.pk] = (run, task)
+        task.add_done_callback(functools.partial(self._done, claim.instance.pk))
+        return task
 
     def _done(self, pk: int, task: asyncio.Task[None]) -> None:
         entry = self._runs.get(pk)
@@ -222,12 +226,9 @@ class Worker:
                 RUNNABLE,
             )
             if claims:
-                runs = [
-                    InstanceRun(c, self.store, self.clock, self.loader, hold_ms=0, env=self.env)
-                    for c in claims
-                ]
-                await asyncio.gather(*(r.drive() for r in runs))
-                driven += len(runs)
+                # wait, not gather: a run cancelled by a user's terminate is not an error here
+                await asyncio.wait([self._start(c, 0) for c in claims])
+                driven += len(claims)
                 continue
             if advance and isinstance(self.clock, FakeClock):
                 wakeup = await self.store.next_wakeup(self.clock.now_ms())
