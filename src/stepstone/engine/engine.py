@@ -19,6 +19,7 @@ from stepstone.domain.ids import check_instance_id, check_workflow_name, kebab_c
 from stepstone.domain.limits import DEFAULT_MAX_STEPS
 from stepstone.domain.records import Instance, StepRecord, TriggerSource, Version, Workflow
 from stepstone.domain.status import Action, InstanceStatus, next_status
+from stepstone.engine.schedules import next_fire
 from stepstone.runtime.clock import Clock, SystemClock
 from stepstone.runtime.loader import (
     PackedScript,
@@ -131,7 +132,7 @@ class Engine:
             workflow_name,
             class_name=class_name,
             script_name=script.script_name,
-            schedules=schedules,
+            schedules={cron: next_fire(cron, now) for cron in schedules},
             now=now,
         )
         version = await self.store.add_version(

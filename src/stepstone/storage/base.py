@@ -7,7 +7,7 @@ store never decides a status transition: callers pass the statuses they expect.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -70,6 +70,15 @@ class OwnedInstance:
 
 
 @dataclass(frozen=True, slots=True)
+class DueSchedule:
+    workflow_id: str
+    cron: str
+    next_at: int
+    version_id: str | None
+    tenant: str
+
+
+@dataclass(frozen=True, slots=True)
 class Page:
     items: Sequence[Instance]
     next_cursor: str | None
@@ -91,9 +100,12 @@ class Store(Protocol):
         *,
         class_name: str,
         script_name: str,
-        schedules: Sequence[str],
+        schedules: Mapping[str, int],
         now: int,
-    ) -> Workflow: ...
+    ) -> Workflow:
+        """Create or update; ``schedules`` maps each cron to its first fire time if new."""
+        ...
+
     async def add_version(self, workflow_id: str, version: NewVersion, now: int) -> Version: ...
     async def get_workflow(self, tenant: str, name: str) -> Workflow | None: ...
     async def get_workflow_by_id(self, workflow_id: str) -> Workflow | None: ...
@@ -141,7 +153,17 @@ class Store(Protocol):
     ) -> list[Claim]: ...
     async def renew(self, owner: str, now: int, lease_ms: int) -> list[OwnedInstance]: ...
     async def release_all(self, owner: str) -> None: ...
-    async def next_wakeup(self, now: int) -> int | None: ...
+    async def due_schedules(self, now: int, limit: int) -> list[DueSchedule]: ...
+    async def fire_schedule(
+        self, due: DueSchedule, next_at: int, instance: NewInstance, now: int
+    ) -> Instance | None:
+        """Move ``due`` to ``next_at`` and create ``instance``, once however many try."""
+        ...
+
+    async def next_wakeup(self, now: int, *, schedules: bool = True) -> int | None:
+        """The earliest future instance timer (and cron tick, with ``schedules``)."""
+        ...
+
     async def save_step(self, claim: Claim, record: StepRecord, now: int) -> None: ...
     async def take_event(
         self, claim: Claim, record: StepRecord, now: int

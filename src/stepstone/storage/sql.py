@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any
@@ -30,6 +30,7 @@ from stepstone.domain.records import (
 from stepstone.domain.status import InstanceStatus
 from stepstone.storage.base import (
     KEEP,
+    DueSchedule,
     LeaseLostError,
     NewInstance,
     NewVersion,
@@ -38,6 +39,7 @@ from stepstone.storage.base import (
 )
 from stepstone.storage.dialect import Dialect
 from stepstone.storage.tables import events, instances, steps, versions, workflows
+from stepstone.storage.tables import schedules as cron_schedules
 
 _INSTANCE_FIELDS = frozenset(
     {
@@ -96,7 +98,7 @@ class SqlStore:
         *,
         class_name: str,
         script_name: str,
-        schedules: Sequence[str],
+        schedules: Mapping[str, int],
         now: int,
     ) -> Workflow:
         values = {
@@ -122,6 +124,26 @@ class SqlStore:
                     select(workflows).where(workflows.c.tenant == tenant, workflows.c.name == name)
                 )
             ).one()
+            await conn.execute(
+                delete(cron_schedules).where(
+                    cron_schedules.c.workflow_id == row.id,
+                    cron_schedules.c.cron.not_in(list(schedules)),
+                )
+            )
+            existing = set(
+                (
+                    await conn.execute(
+                        select(cron_schedules.c.cron).where(cron_schedules.c.workflow_id == row.id)
+                    )
+                ).scalars()
+            )
+            new = [
+                {"workflow_id": row.id, "cron": cron, "next_at": first}
+                for cron, first in schedules.items()
+                if cron not in existing
+            ]
+            if new:
+                await conn.execute(insert(cron_schedules), new)
         return _workflow(row)
 
     async def add_version(self, workflow_id: str, version: NewVersion, now: int) -> Version:
@@ -209,23 +231,7 @@ class SqlStore:
     async def create_instances(self, new: Sequence[NewInstance], now: int) -> list[Instance]:
         if not new:
             return []
-        rows = [
-            {
-                "id": n.id,
-                "workflow_id": n.workflow_id,
-                "version_id": n.version_id,
-                "tenant": n.tenant,
-                "status": InstanceStatus.QUEUED.value,
-                "params": n.params,
-                "trigger_source": n.trigger_source.value,
-                "schedule": None if n.schedule is None else json.dumps(n.schedule),
-                "created_at": now,
-                "modified_at": now,
-                "ready_at": now,
-                "lease_epoch": 0,
-            }
-            for n in new
-        ]
+        rows = [_new_instance_row(n, now) for n in new]
         try:
             async with self._write() as conn:
                 result = await conn.execute(insert(instances).returning(*instances.c), rows)
@@ -432,14 +438,67 @@ class SqlStore:
                 .values(lease_owner=None, lease_expires_at=None)
             )
 
-    async def next_wakeup(self, now: int) -> int | None:
+    async def next_wakeup(self, now: int, *, schedules: bool = True) -> int | None:
         async with self._read() as conn:
-            value = (
-                await conn.execute(
-                    select(func.min(instances.c.ready_at)).where(instances.c.ready_at > now)
+            timers = [
+                (
+                    await conn.execute(
+                        select(func.min(instances.c.ready_at)).where(instances.c.ready_at > now)
+                    )
+                ).scalar_one_or_none(),
+            ]
+            if schedules:
+                timers.append(
+                    (
+                        await conn.execute(select(func.min(cron_schedules.c.next_at)))
+                    ).scalar_one_or_none()
                 )
-            ).scalar_one_or_none()
-        return None if value is None else int(value)
+        values = [int(v) for v in timers if v is not None]
+        return min(values) if values else None
+
+    async def due_schedules(self, now: int, limit: int) -> list[DueSchedule]:
+        async with self._read() as conn:
+            rows = await conn.execute(
+                select(
+                    cron_schedules.c.workflow_id,
+                    cron_schedules.c.cron,
+                    cron_schedules.c.next_at,
+                    workflows.c.current_version_id,
+                    workflows.c.tenant,
+                )
+                .join(workflows, workflows.c.id == cron_schedules.c.workflow_id)
+                .where(cron_schedules.c.next_at <= now)
+                .order_by(cron_schedules.c.next_at)
+                .limit(limit)
+            )
+            return [DueSchedule(*r) for r in rows]
+
+    async def fire_schedule(
+        self, due: DueSchedule, next_at: int, instance: NewInstance, now: int
+    ) -> Instance | None:
+        async with self._write() as conn:
+            moved = await conn.execute(
+                update(cron_schedules)
+                .where(
+                    cron_schedules.c.workflow_id == due.workflow_id,
+                    cron_schedules.c.cron == due.cron,
+                    cron_schedules.c.next_at == due.next_at,
+                )
+                .values(next_at=next_at)
+            )
+            if moved.rowcount != 1:
+                return None  # another worker fired this tick
+            await conn.execute(
+                update(workflows).where(workflows.c.id == due.workflow_id).values(triggered_at=now)
+            )
+            row = (
+                await conn.execute(
+                    insert(instances)
+                    .values(**_new_instance_row(instance, now))
+                    .returning(*instances.c)
+                )
+            ).one()
+        return _instance(row)
 
     async def _fence(self, conn: AsyncConnection, claim: Claim, now: int) -> None:
         result = await conn.execute(
@@ -547,6 +606,23 @@ class SqlStore:
 
 
 # -------------------------------------------------------------------- row mapping
+def _new_instance_row(n: NewInstance, now: int) -> dict[str, Any]:
+    return {
+        "id": n.id,
+        "workflow_id": n.workflow_id,
+        "version_id": n.version_id,
+        "tenant": n.tenant,
+        "status": InstanceStatus.QUEUED.value,
+        "params": n.params,
+        "trigger_source": n.trigger_source.value,
+        "schedule": None if n.schedule is None else json.dumps(n.schedule),
+        "created_at": now,
+        "modified_at": now,
+        "ready_at": now,
+        "lease_epoch": 0,
+    }
+
+
 def _workflow(row: Row[Any]) -> Workflow:
     return Workflow(
         id=row.id,

@@ -145,3 +145,17 @@ events = Table(
     # Buffered events of one type, in arrival order.
     Index("ix_events_pending", "instance_pk", "type", "seq"),
 )
+
+schedules = Table(
+    "schedules",
+    metadata,
+    Column(
+        "workflow_id",
+        String(36),
+        ForeignKey("workflows.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("cron", String(255), primary_key=True),
+    Column("next_at", Millis, nullable=False),
+    Index("ix_schedules_next_at", "next_at"),
+)

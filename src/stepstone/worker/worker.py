@@ -16,6 +16,7 @@ from typing import Any
 from stepstone.domain.errors import ValidationError
 from stepstone.domain.records import Claim
 from stepstone.domain.status import RUNNABLE, InstanceStatus
+from stepstone.engine.schedules import fire_due
 from stepstone.runtime.clock import Clock, FakeClock, SystemClock
 from stepstone.runtime.executor import InstanceRun
 from stepstone.runtime.loader import VersionLoader
@@ -110,6 +111,7 @@ class Worker:
                 changed = self.notifier.take()
                 if changed & self._runs.keys():
                     await self.refresh()
+                await fire_due(self.store, self.clock, self.notifier)
                 await self._claim()
                 await self._idle(stop)
                 if heartbeat.done():
@@ -157,8 +159,13 @@ class Worker:
 
     def _start(self, claim: Claim, hold_ms: int) -> asyncio.Task[None]:
         run = InstanceRun(
-            claim, self.store, self.clock, self.loader,
-            hold_ms=hold_ms, env=self.env, mocks=self.mocks,
+            claim,
+            self.store,
+            self.clock,
+            self.loader,
+            hold_ms=hold_ms,
+            env=self.env,
+            mocks=self.mocks,
         )
         task = asyncio.create_task(run.drive(), name=f"instance {claim.instance.id}")
         self._runs[claim.instance.pk] = (run, task)
@@ -218,6 +225,7 @@ class Worker:
         """
         driven = 0
         for _ in range(max_rounds):
+            await fire_due(self.store, self.clock, self.notifier)
             claims = await self.store.claim(
                 self.id,
                 self.clock.now_ms(),
@@ -231,7 +239,8 @@ class Worker:
                 driven += len(claims)
                 continue
             if advance and isinstance(self.clock, FakeClock):
-                wakeup = await self.store.next_wakeup(self.clock.now_ms())
+                # Jump to instance timers only: a cron schedule would never let it be idle.
+                wakeup = await self.store.next_wakeup(self.clock.now_ms(), schedules=False)
                 if wakeup is not None:
                     await self.clock.set(wakeup)
                     continue

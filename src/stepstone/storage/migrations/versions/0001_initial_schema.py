@@ -33,6 +33,22 @@ def upgrade() -> None:
         sa.UniqueConstraint("tenant", "name", name=op.f("uq_workflows_tenant_name")),
     )
     op.create_table(
+        "schedules",
+        sa.Column("workflow_id", sa.String(length=36), nullable=False),
+        sa.Column("cron", sa.String(length=255), nullable=False),
+        sa.Column("next_at", sa.BigInteger(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["workflow_id"],
+            ["workflows.id"],
+            name=op.f("fk_schedules_workflow_id_workflows"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("workflow_id", "cron", name=op.f("pk_schedules")),
+    )
+    with op.batch_alter_table("schedules", schema=None) as batch_op:
+        batch_op.create_index("ix_schedules_next_at", ["next_at"], unique=False)
+
+    op.create_table(
         "versions",
         sa.Column("id", sa.String(length=36), nullable=False),
         sa.Column("workflow_id", sa.String(length=36), nullable=False),
@@ -200,5 +216,9 @@ def downgrade() -> None:
 
     op.drop_table("instances")
     op.drop_table("versions")
+    with op.batch_alter_table("schedules", schema=None) as batch_op:
+        batch_op.drop_index("ix_schedules_next_at")
+
+    op.drop_table("schedules")
     op.drop_table("workflows")
     # ### end Alembic commands ###
