@@ -57,7 +57,8 @@ class StepResult:
             state=record.state.value,
             output=None if record.output is None else json.loads(record.output),
             attempts=len(record.attempts),
-            error=None if record.error_name is None
+            error=None
+            if record.error_name is None
             else f"{record.error_name}: {record.error_message}",
         )
 
@@ -74,14 +75,17 @@ class WorkflowResult:
         for s in self.steps:
             if s.name == name and s.count == count:
                 return s
-        raise KeyError(f"no step {name!r} (occurrence {count}); steps: {[s.name for s in self.steps]}")
+        raise KeyError(
+            f"no step {name!r} (occurrence {count}); steps: {[s.name for s in self.steps]}"
+        )
 
 
 class WorkflowTestEnv:
     """A private engine for one test: deploy classes, start instances, move time, inspect."""
 
-    def __init__(self, *, mocks: Mapping[str, Any] | None = None,
-                 env: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self, *, mocks: Mapping[str, Any] | None = None, env: Mapping[str, Any] | None = None
+    ) -> None:
         self._mocks = dict(mocks or {})
         self._env = dict(env or {})
         self._dir: tempfile.TemporaryDirectory[str] | None = None
@@ -96,14 +100,21 @@ class WorkflowTestEnv:
         self._store = await open_store(f"sqlite:///{Path(self._dir.name) / 'test.db'}")
         self.engine = Engine(self._store, clock=self.clock)
         self.worker = Worker(
-            self._store, clock=self.clock, loader=self.engine.loader,
-            notifier=self.engine.notifier, settings=WorkerSettings(hold_ms=0),
-            env=self._env, mocks=self._mocks, worker_id="stepstone-testing",
+            self._store,
+            clock=self.clock,
+            loader=self.engine.loader,
+            notifier=self.engine.notifier,
+            settings=WorkerSettings(hold_ms=0),
+            env=self._env,
+            mocks=self._mocks,
+            worker_id="stepstone-testing",
         )
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         if self._store is not None:
@@ -112,7 +123,10 @@ class WorkflowTestEnv:
             self._dir.cleanup()
 
     async def start(
-        self, workflow: type[WorkflowEntrypoint], *, params: Any = None,
+        self,
+        workflow: type[WorkflowEntrypoint],
+        *,
+        params: Any = None,
         instance_id: str | None = None,
     ) -> str:
         """Deploy ``workflow`` (once) and start an instance; returns its id."""
@@ -120,8 +134,9 @@ class WorkflowTestEnv:
         instance = await self.engine.create_instance(name, params=params, instance_id=instance_id)
         return instance.id
 
-    async def send_event(self, workflow: type[WorkflowEntrypoint], instance_id: str,
-                         type: str, payload: Any = None) -> None:
+    async def send_event(
+        self, workflow: type[WorkflowEntrypoint], instance_id: str, type: str, payload: Any = None
+    ) -> None:
         await self.engine.send_event(await self._name(workflow), instance_id, type, payload)
 
     async def run(self, *, skip_sleeps: bool = True) -> None:
