@@ -27,7 +27,7 @@ _UNIT_MS = {
     "year": 31_536_000_000,
     "y": 31_536_000_000,
 }
-_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]+?)s?\s*$")
+_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]+)\s*$")
 
 Duration = int | float | str | timedelta
 
@@ -49,12 +49,14 @@ def to_ms(value: Duration, *, what: str = "duration") -> int:
     elif isinstance(value, str):
         match = _PATTERN.match(value)
         unit = match.group(2).lower() if match else ""
-        if not match or (unit not in _UNIT_MS and unit.rstrip("s") not in _UNIT_MS):
+        if unit not in _UNIT_MS and unit.endswith("s"):
+            unit = unit[:-1]  # plurals: "seconds", "hours", "mins"
+        if not match or unit not in _UNIT_MS:
             raise ValidationError(
                 f"{what} {value!r} is not a duration: write milliseconds or '<number> <unit>' "
                 "with a unit of ms, seconds, minutes, hours, days, weeks, months or years"
             )
-        ms = float(match.group(1)) * _UNIT_MS.get(unit, _UNIT_MS.get(unit.rstrip("s"), 0))
+        ms = float(match.group(1)) * _UNIT_MS[unit]
     else:
         raise ValidationError(
             f"{what} must be a number of milliseconds or a string like '5 minutes'"
