@@ -41,7 +41,8 @@ def test_deploy_names_the_workflow_in_kebab_case(cli: tuple[CliRunner, str, Path
     assert "deployed approval-flow" in err
     assert "version 1" in err
     code, _, err = invoke(runner, "deploy", str(source), "--name", "approvals", "--db", db)
-    assert code == 0 and "deployed approvals" in err
+    assert code == 0
+    assert "deployed approvals" in err
 
 
 def test_deploy_refuses_a_file_without_workflows(cli: tuple[CliRunner, str, Path]) -> None:
@@ -77,26 +78,33 @@ def test_run_list_show_and_status_actions(cli: tuple[CliRunner, str, Path]) -> N
 
     code, out, _ = invoke(runner, "instances", "show", "approval-flow", "a-1", "--json", "--db", db)
     shown = json.loads(out)
-    assert shown["status"] == "terminated" and shown["steps"] == []
+    assert shown["status"] == "terminated"
+    assert shown["steps"] == []
     code, out, _ = invoke(runner, "instances", "show", "approval-flow", "a-1", "--db", db)
-    assert code == 0 and "terminated" in out
+    assert code == 0
+    assert "terminated" in out
 
 
 def test_bad_input_gets_one_clear_line(cli: tuple[CliRunner, str, Path]) -> None:
     runner, db, source = cli
     assert invoke(runner, "deploy", str(source), "--db", db)[0] == 0
     code, _, err = invoke(runner, "run", "approval-flow", "--params", "{nope", "--db", db)
-    assert code == 2 and "--params is not valid JSON" in err
+    assert code == 2
+    assert "--params is not valid JSON" in err
     code, _, err = invoke(runner, "run", "no-such-flow", "--db", db)
-    assert code == 1 and "workflow 'no-such-flow' not found" in err
+    assert code == 1
+    assert "workflow 'no-such-flow' not found" in err
     code, _, err = invoke(runner, "run", "approval-flow", "--id", "bad id!", "--db", db)
-    assert code == 1 and "may contain only letters" in err
+    assert code == 1
+    assert "may contain only letters" in err
     code, _, err = invoke(
         runner, "events", "send", "approval-flow", "nobody", "approved", "--db", db
     )
-    assert code == 1 and "instance 'nobody'" in err
+    assert code == 1
+    assert "instance 'nobody'" in err
     code, _, err = invoke(runner, "dev", "/no/such/path", "--db", db)
-    assert code == 2 and "does not exist" in err
+    assert code == 2
+    assert "does not exist" in err
     for text in (err,):
         assert "Traceback" not in text
 
@@ -106,4 +114,5 @@ def test_duplicate_instance_id_is_refused(cli: tuple[CliRunner, str, Path]) -> N
     assert invoke(runner, "deploy", str(source), "--db", db)[0] == 0
     assert invoke(runner, "run", "approval-flow", "--id", "same", "--db", db)[0] == 0
     code, _, err = invoke(runner, "run", "approval-flow", "--id", "same", "--db", db)
-    assert code == 1 and "already exists" in err
+    assert code == 1
+    assert "already exists" in err

@@ -48,7 +48,8 @@ def test_run_wait_exits_zero_on_complete_and_one_on_error(tmp_path: Path) -> Non
     try:
         good = stepstone("run", "good", "--params", '{"n": 21}', "--wait", "--db", db, check=False)
         assert good.returncode == 0, good.stderr
-        assert "complete" in good.stderr and "42" in good.stderr
+        assert "complete" in good.stderr
+        assert "42" in good.stderr
         bad = stepstone("run", "bad", "--wait", "--db", db, check=False)
         assert bad.returncode == 1
         assert "NonRetryableError: card declined" in bad.stderr

@@ -64,7 +64,8 @@ async def test_mocked_step_does_not_run_the_real_function() -> None:
 async def test_missing_event_times_out_when_sleeps_are_skipped() -> None:
     result = await run_workflow(Checkout, params={"amount": 1})
     assert result.status == "errored"
-    assert result.error is not None and "approved" in result.error
+    assert result.error is not None
+    assert "approved" in result.error
 
 
 async def test_env_moves_time_step_by_step() -> None:
