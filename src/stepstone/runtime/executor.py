@@ -35,6 +35,7 @@ S = InstanceStatus
 @dataclass(eq=False)
 class _Waiter:
     deadline: int | None
+    event_type: str | None = None
     woken: asyncio.Event = field(default_factory=asyncio.Event)
     busy: bool = False
 
@@ -94,10 +95,18 @@ class InstanceRun:
             self._changed.set()
 
     async def wait(
-        self, deadline: int | None, satisfied: Callable[[], Awaitable[bool]] | None = None
+        self,
+        deadline: int | None,
+        satisfied: Callable[[], Awaitable[bool]] | None = None,
+        *,
+        event_type: str | None = None,
     ) -> bool:
-        """Wait until ``deadline`` or until ``satisfied()`` (checked on every wake-up) is true."""
-        waiter = _Waiter(deadline)
+        """Wait until ``deadline`` or until ``satisfied()`` (checked on every wake-up) is true.
+
+        ``event_type`` names the event a wait is for, so that eviction can wake the instance
+        at once if such an event arrived in the meantime.
+        """
+        waiter = _Waiter(deadline, event_type)
         self._waiters.add(waiter)
         self._changed.set()
         try:
@@ -195,14 +204,18 @@ class InstanceRun:
                 hold_until = self.clock.now_ms() + self.hold_ms
                 await _first(body, self._changed.wait(), self.clock.sleep_until(hold_until))
                 if not body.done() and self.quiescent and self.clock.now_ms() >= hold_until:
-                    ready_at = self._earliest_deadline()
+                    ready_at, wake_for = self._earliest_deadline(), self._event_types
                     await self._stop(body)
-                    await self._evict(ready_at)
+                    await self._evict(ready_at, wake_for)
                     return
             else:
                 if self._marked_waiting and self._active > 0:
                     await self._mark(S.RUNNING, self.clock.now_ms())
                 await _first(body, self._changed.wait())
+
+    @property
+    def _event_types(self) -> frozenset[str]:
+        return frozenset(w.event_type for w in self._waiters if w.event_type is not None)
 
     def _earliest_deadline(self) -> int | None:
         deadlines = [w.deadline for w in self._waiters if w.deadline is not None]
@@ -219,7 +232,7 @@ class InstanceRun:
         )
 
     async def _mark(self, status: InstanceStatus, ready_at: int | None) -> None:
-        if await self._move(status, ready_at=ready_at):
+        if await self._move(status, ready_at=ready_at, wake_for=self._event_types):
             self._marked_waiting = status is S.WAITING
 
     async def _stop(self, body: asyncio.Task[None]) -> None:
@@ -227,8 +240,8 @@ class InstanceRun:
         with suppress(asyncio.CancelledError):
             await body
 
-    async def _evict(self, ready_at: int | None) -> None:
-        if not await self._move(S.WAITING, ready_at=ready_at, release=True):
+    async def _evict(self, ready_at: int | None, wake_for: frozenset[str]) -> None:
+        if not await self._move(S.WAITING, ready_at=ready_at, release=True, wake_for=wake_for):
             await self._evict_paused()
 
     async def _evict_paused(self) -> None:

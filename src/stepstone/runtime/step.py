@@ -280,7 +280,7 @@ class DurableStep(WorkflowStep):
                 return taken is not None
 
             assert record.wake_at is not None
-            if not await run.wait(record.wake_at, arrived):
+            if not await run.wait(record.wake_at, arrived, event_type=type):
                 message = f"no {type!r} event arrived within the timeout"
                 record = replace(
                     record,

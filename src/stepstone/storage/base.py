@@ -177,5 +177,10 @@ class Store(Protocol):
         now: int,
         ready_at: int | None = KEEP,
         release: bool = False,
+        wake_for: Collection[str] = (),
         **fields: Any,
-    ) -> bool: ...
+    ) -> bool:
+        """Compare-and-set the status of an owned instance (with ``fields``); ``release`` hands
+        the lease back. With ``wake_for``, an unconsumed event of one of those types makes the
+        instance ready at once, atomically with the move, so no arriving event is missed."""
+        ...

@@ -581,6 +581,7 @@ class SqlStore:
         now: int,
         ready_at: int | None = KEEP,
         release: bool = False,
+        wake_for: Collection[str] = (),
         **fields: Any,
     ) -> bool:
         unknown = set(fields) - _INSTANCE_FIELDS
@@ -602,6 +603,23 @@ class SqlStore:
                 )
                 .values(**values)
             )
+            if result.rowcount == 1 and wake_for:
+                # An event that arrived while the instance still looked busy must not wait for
+                # the deadline: in this same transaction, wake the instance if one is pending.
+                await conn.execute(
+                    update(instances)
+                    .where(
+                        instances.c.pk == claim.instance.pk,
+                        select(events.c.seq)
+                        .where(
+                            events.c.instance_pk == claim.instance.pk,
+                            events.c.type.in_(list(wake_for)),
+                            events.c.consumed_by_name.is_(None),
+                        )
+                        .exists(),
+                    )
+                    .values(ready_at=now)
+                )
         return bool(result.rowcount == 1)
 
 

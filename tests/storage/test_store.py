@@ -1,0 +1,106 @@
+"""Store guarantees the runtime relies on: fencing, commit-once, no missed wake-ups."""
+
+from __future__ import annotations
+
+import pytest
+
+from stepstone import WorkflowEntrypoint, WorkflowEvent, WorkflowStep
+from stepstone.domain.records import Claim, StepRecord, StepState, StepType
+from stepstone.domain.status import RUNNABLE, InstanceStatus
+from stepstone.engine import Engine
+from stepstone.runtime.clock import FakeClock
+from stepstone.storage.base import LeaseLostError
+from stepstone.storage.sql import SqlStore
+
+S = InstanceStatus
+
+
+class Idle(WorkflowEntrypoint):
+    async def run(self, event: WorkflowEvent, step: WorkflowStep) -> None:
+        return None
+
+
+async def _claimed(engine: Engine, store: SqlStore, clock: FakeClock) -> Claim:
+    await engine.deploy_class(Idle)
+    await engine.create_instance("idle", instance_id="i-1")
+    [claim] = await store.claim("w1", clock.now_ms(), 30_000, 10, RUNNABLE)
+    return claim
+
+
+def _step(state: StepState, output: str | None = None) -> StepRecord:
+    return StepRecord(
+        name="s", count=1, type=StepType.STEP, state=state, seq=1, started_at=0, output=output
+    )
+
+
+async def test_a_claimed_instance_is_not_claimed_twice(
+    engine: Engine, store: SqlStore, clock: FakeClock
+) -> None:
+    await _claimed(engine, store, clock)
+    assert await store.claim("w2", clock.now_ms(), 30_000, 10, RUNNABLE) == []
+    await clock.advance(30_001)
+    [taken] = await store.claim("w2", clock.now_ms(), 30_000, 10, RUNNABLE)
+    assert taken.owner == "w2"
+
+
+async def test_writes_under_a_lost_lease_are_refused(
+    engine: Engine, store: SqlStore, clock: FakeClock
+) -> None:
+    claim = await _claimed(engine, store, clock)
+    await engine.change_status("idle", "i-1", "terminate")
+    with pytest.raises(LeaseLostError):
+        await store.save_step(claim, _step(StepState.COMPLETE, "1"), clock.now_ms())
+    assert not await store.move(claim, expected={S.QUEUED}, target=S.RUNNING, now=0)
+    assert await store.load_steps(claim.instance.pk) == []
+
+
+async def test_a_completed_step_is_never_overwritten(
+    engine: Engine, store: SqlStore, clock: FakeClock
+) -> None:
+    claim = await _claimed(engine, store, clock)
+    await store.save_step(claim, _step(StepState.COMPLETE, '"first"'), clock.now_ms())
+    await store.save_step(claim, _step(StepState.COMPLETE, '"second"'), clock.now_ms())
+    [record] = await store.load_steps(claim.instance.pk)
+    assert record.output == '"first"'
+
+
+async def test_an_event_arriving_before_the_wait_is_recorded_wakes_the_eviction(
+    engine: Engine, store: SqlStore, clock: FakeClock
+) -> None:
+    claim = await _claimed(engine, store, clock)
+    assert await store.move(claim, expected={S.QUEUED}, target=S.RUNNING, now=clock.now_ms())
+    # The event lands while the instance still shows `running`: add_event cannot wake it.
+    await engine.send_event("idle", "i-1", "approved", {"ok": True})
+    deadline = clock.now_ms() + 3_600_000
+    assert await store.move(
+        claim,
+        expected={S.RUNNING},
+        target=S.WAITING,
+        now=clock.now_ms(),
+        ready_at=deadline,
+        release=True,
+        wake_for={"approved"},
+    )
+    instance = await store.get_instance_by_pk(claim.instance.pk)
+    assert instance is not None
+    assert instance.ready_at == clock.now_ms()
+
+
+async def test_an_unrelated_event_does_not_wake_the_eviction(
+    engine: Engine, store: SqlStore, clock: FakeClock
+) -> None:
+    claim = await _claimed(engine, store, clock)
+    await engine.send_event("idle", "i-1", "other", None)
+    deadline = clock.now_ms() + 60_000
+    assert await store.move(
+        claim,
+        expected={S.QUEUED},
+        target=S.WAITING,
+        now=clock.now_ms(),
+        ready_at=deadline,
+        release=True,
+        wake_for={"approved"},
+    )
+    instance = await store.get_instance_by_pk(claim.instance.pk)
+    assert instance is not None
+    assert instance.ready_at == deadline
