@@ -127,3 +127,30 @@ def test_kill_mid_step_repeats_at_most_the_step_in_flight(tmp_path: Path) -> Non
     assert all(counts[name] == 1 for name in committed_at_kill)
     repeated = [name for name, n in counts.items() if n > 1]
     assert len(repeated) <= 1, f"only the step in flight at the kill may repeat: {repeated}"
+
+
+def test_sigterm_lets_the_running_step_commit_then_hands_over(tmp_path: Path) -> None:
+    db, log = _setup(tmp_path, step_seconds=0.5, nap="0 seconds")
+    server = Server(db, tmp_path / "server.log", env=FAST_LEASE)
+    stepstone(
+        "run", "appender", "--id", "drain", "--params", '{"before": 4, "after": 0}', "--db", db
+    )
+    wait_for(lambda: len(_lines(log)) >= 1, what="the first step to start")
+    assert server.stop() == 0  # SIGTERM: the attempt in flight finishes and commits
+    committed = [
+        s["name"]
+        for s in _status(db, "drain")["steps"]  # type: ignore[attr-defined]
+        if s["state"] == "complete"
+    ]
+    assert committed == _lines(log)
+
+    server = Server(db, tmp_path / "server.log", env=FAST_LEASE)
+    try:
+        wait_for(
+            lambda: _status(db, "drain")["status"] == "complete",
+            timeout=30,
+            what="the instance to complete after the restart",
+        )
+    finally:
+        assert server.stop() == 0
+    assert _lines(log) == [f"before-{i}" for i in range(4)]

@@ -36,6 +36,8 @@ S = InstanceStatus
 class _Waiter:
     deadline: int | None
     event_type: str | None = None
+    gate: bool = False
+    """Held at a step boundary by a pause or a drain, not by the workflow's own wait."""
     woken: asyncio.Event = field(default_factory=asyncio.Event)
     busy: bool = False
 
@@ -63,6 +65,7 @@ class InstanceRun:
         self.mocks = mocks or {}
         self.history: History
         self.pause_requested = claim.instance.status is S.WAITING_FOR_PAUSE
+        self.draining = False
         self._active = 0
         self._waiters: set[_Waiter] = set()
         self._changed = asyncio.Event()
@@ -100,13 +103,14 @@ class InstanceRun:
         satisfied: Callable[[], Awaitable[bool]] | None = None,
         *,
         event_type: str | None = None,
+        gate: bool = False,
     ) -> bool:
         """Wait until ``deadline`` or until ``satisfied()`` (checked on every wake-up) is true.
 
         ``event_type`` names the event a wait is for, so that eviction can wake the instance
         at once if such an event arrived in the meantime.
         """
-        waiter = _Waiter(deadline, event_type)
+        waiter = _Waiter(deadline, event_type, gate)
         self._waiters.add(waiter)
         self._changed.set()
         try:
@@ -131,15 +135,20 @@ class InstanceRun:
             self._changed.set()
 
     async def gate(self) -> None:
-        """A step boundary: hold here while a pause is requested."""
-        while self.pause_requested:
-            await self.wait(None)
+        """A step boundary: hold here while a pause is requested or the worker drains."""
+        while self.pause_requested or self.draining:
+            await self.wait(None, gate=True)
 
     # ------------------------------------------------------------ used by the worker
     def wake(self) -> None:
         """Something changed (an event arrived): waiters look again."""
         for waiter in self._waiters:
             waiter.woken.set()
+
+    def drain(self) -> None:
+        """The worker is stopping: let running attempts finish, then hand the instance back."""
+        self.draining = True
+        self._changed.set()
 
     def request_pause(self, requested: bool) -> None:
         if requested != self.pause_requested:
@@ -199,12 +208,12 @@ class InstanceRun:
                     await self._stop(body)
                     await self._evict_paused()
                     return
-                if not self._marked_waiting:
-                    await self._mark(S.WAITING, self._earliest_deadline())
-                hold_until = self.clock.now_ms() + self.hold_ms
+                if not self._marked_waiting and not self.draining:
+                    await self._mark(S.WAITING, self._ready_at())
+                hold_until = self.clock.now_ms() + (0 if self.draining else self.hold_ms)
                 await _first(body, self._changed.wait(), self.clock.sleep_until(hold_until))
                 if not body.done() and self.quiescent and self.clock.now_ms() >= hold_until:
-                    ready_at, wake_for = self._earliest_deadline(), self._event_types
+                    ready_at, wake_for = self._ready_at(), self._event_types
                     await self._stop(body)
                     await self._evict(ready_at, wake_for)
                     return
@@ -217,9 +226,14 @@ class InstanceRun:
     def _event_types(self) -> frozenset[str]:
         return frozenset(w.event_type for w in self._waiters if w.event_type is not None)
 
-    def _earliest_deadline(self) -> int | None:
+    def _ready_at(self) -> int | None:
+        """When the instance should run next if it left memory now."""
+        if self.pause_requested:
+            return None
+        if any(w.gate for w in self._waiters):
+            return self.clock.now_ms()  # held only by a drain: any worker may go on at once
         deadlines = [w.deadline for w in self._waiters if w.deadline is not None]
-        return min(deadlines) if deadlines and not self.pause_requested else None
+        return min(deadlines) if deadlines else None
 
     async def _move(self, target: InstanceStatus, **changes: Any) -> bool:
         """Move the instance by the runtime's own transition table; False if it is elsewhere."""

@@ -10,7 +10,7 @@ import socket
 import uuid
 from collections.abc import Mapping
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from stepstone.domain.errors import ValidationError
@@ -37,20 +37,14 @@ class WorkerSettings:
     claim_batch: int = 100
     hold_ms: int = 1_000
     """How long a waiting instance stays in memory before it is evicted."""
+    drain_ms: int = 10_000
+    """On stop, how long running attempts may take to finish before they are cancelled."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> WorkerSettings:
-        """Read ``STEPSTONE_LEASE_MS``, ``STEPSTONE_HEARTBEAT_MS``, ``STEPSTONE_POLL_MS``,
-        ``STEPSTONE_MAX_CONCURRENCY``, ``STEPSTONE_CLAIM_BATCH`` and ``STEPSTONE_HOLD_MS``."""
+        """Read each setting from ``STEPSTONE_<NAME>`` (``STEPSTONE_LEASE_MS``, ...)."""
         values: dict[str, int] = {}
-        for name in (
-            "lease_ms",
-            "heartbeat_ms",
-            "poll_ms",
-            "max_concurrency",
-            "claim_batch",
-            "hold_ms",
-        ):
+        for name in (f.name for f in fields(cls)):
             raw = env.get(f"STEPSTONE_{name.upper()}")
             if raw is None:
                 continue
@@ -204,11 +198,19 @@ class Worker:
                 run.wake()
 
     async def _hand_back(self) -> None:
-        for _run, task in list(self._runs.values()):
-            task.cancel()
-        for _run, task in list(self._runs.values()):
-            with suppress(asyncio.CancelledError, Exception):
-                await task
+        """Drain: no new steps start; running attempts get ``drain_ms`` to finish and commit;
+        whatever is left is cancelled. Then every lease is released for other workers."""
+        runs = list(self._runs.values())
+        for run, _task in runs:
+            run.drain()
+        tasks = [task for _run, task in runs]
+        if tasks:
+            _done, pending = await asyncio.wait(tasks, timeout=self.settings.drain_ms / 1000)
+            for task in pending:
+                task.cancel()
+            for task in tasks:
+                with suppress(asyncio.CancelledError, Exception):
+                    await task
         try:
             await self.store.release_all(self.id)
         except Exception:
