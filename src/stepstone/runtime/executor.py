@@ -66,6 +66,7 @@ class InstanceRun:
         self.history: History
         self.pause_requested = claim.instance.status is S.WAITING_FOR_PAUSE
         self.draining = False
+        self.rolling_back = claim.instance.status is S.ROLLING_BACK
         self._active = 0
         self._waiters: set[_Waiter] = set()
         self._changed = asyncio.Event()
@@ -208,7 +209,7 @@ class InstanceRun:
                     await self._stop(body)
                     await self._evict_paused()
                     return
-                if not self._marked_waiting and not self.draining:
+                if not self._marked_waiting and not self.draining and not self.rolling_back:
                     await self._mark(S.WAITING, self._ready_at())
                 hold_until = self.clock.now_ms() + (0 if self.draining else self.hold_ms)
                 await _first(body, self._changed.wait(), self.clock.sleep_until(hold_until))
@@ -255,7 +256,9 @@ class InstanceRun:
             await body
 
     async def _evict(self, ready_at: int | None, wake_for: frozenset[str]) -> None:
-        if not await self._move(S.WAITING, ready_at=ready_at, release=True, wake_for=wake_for):
+        # A rollback waiting for its retry stays rollingBack; anything else shows as waiting.
+        target = S.ROLLING_BACK if self.rolling_back else S.WAITING
+        if not await self._move(target, ready_at=ready_at, release=True, wake_for=wake_for):
             await self._evict_paused()
 
     async def _evict_paused(self) -> None:
@@ -285,6 +288,7 @@ class InstanceRun:
     async def _fail(self, step: DurableStep, exc: Exception) -> None:
         rollback: dict[str, Any] = {}
         if step.compensations:
+            self.rolling_back = True
             await self._move(S.ROLLING_BACK)
             first_error: BaseException | None = None
             for comp in sorted(step.compensations, key=lambda c: c.seq, reverse=True):

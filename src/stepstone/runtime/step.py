@@ -142,7 +142,8 @@ class DurableStep(WorkflowStep):
             )
         if name in run.mocks:
             fn, args, kwargs = _mocked(run.mocks[name]), (), {}
-        wants_ctx = _accepts(fn, "ctx")
+        # A rollback receives its RollbackContext as its argument, never a StepContext.
+        wants_ctx = type is StepType.STEP and _accepts(fn, "ctx")
         while True:
             if record.wake_at is not None:
                 await run.wait(record.wake_at)
