@@ -51,18 +51,26 @@ def wait_for(
 
 
 class Server:
-    """``stepstone serve`` in a subprocess."""
+    """``stepstone serve`` (or ``dev``, per ``command``) in a subprocess."""
 
-    def __init__(self, db: str, log: Path, *, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        db: str,
+        log: Path,
+        *,
+        env: dict[str, str] | None = None,
+        command: tuple[str, ...] = ("serve",),
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
         self._log = log.open("a")
         self.proc = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
                 "stepstone.cli.main",
-                "serve",
+                *command,
                 "--db",
                 db,
                 "--port",
