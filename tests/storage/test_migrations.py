@@ -21,8 +21,7 @@ def _diff(connection: Connection) -> list[Any]:
 async def _migrated_diff(url: str) -> list[Any]:
     store = await open_store(url)
     try:
-        async with store._writer.connect() as conn:
-            return await conn.run_sync(_diff)
+        return await store._db.read(_diff)
     finally:
         await store.close()
 

@@ -22,8 +22,9 @@ class SystemClock:
         return time.time_ns() // 1_000_000
 
     async def sleep_until(self, deadline_ms: int) -> None:
-        while (remaining := deadline_ms - self.now_ms()) > 0:
-            await asyncio.sleep(remaining / 1000)  # noqa: ASYNC110 (a timer, not a poll)
+        # A timer, not a poll: asyncio.sleep may return a little early by the wall clock.
+        while (remaining := deadline_ms - self.now_ms()) > 0:  # noqa: ASYNC110
+            await asyncio.sleep(remaining / 1000)
 
 
 class FakeClock:

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from importlib.resources import files
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, Select, Table, event
+from sqlalchemy import Connection, Engine, Select, Table, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.dml import Insert
 from sqlalchemy.sql.elements import ColumnElement
-
-_MIGRATE_LOCK = asyncio.Lock()
 
 
 class Dialect(Protocol):
@@ -22,15 +18,12 @@ class Dialect(Protocol):
 
     def is_unique_violation(self, exc: IntegrityError) -> bool: ...
     def skip_locked(self, query: Select[Any]) -> Select[Any]: ...
-    def upsert(
-        self,
-        table: Table,
-        values: Mapping[str, Any],
-        *,
-        keys: Sequence[str],
-        where: ColumnElement[bool],
-    ) -> Insert: ...
-    async def migrate(self, engine: AsyncEngine) -> None: ...
+    def upsert(self, table: Table, *, keys: Sequence[str], where: ColumnElement[bool]) -> Insert:
+        """INSERT of every column (values given at execution), updating all but ``keys`` on
+        conflict where ``where`` holds. Built once: the hot path only binds parameters."""
+        ...
+
+    def migrate(self, connection: Connection) -> None: ...
 
 
 def run_migrations(connection: Connection) -> None:
@@ -50,15 +43,14 @@ class SqliteDialect:
     def __init__(self, synchronous: str = "NORMAL") -> None:
         self.synchronous = synchronous
 
-    def configure(self, engine: AsyncEngine, *, immediate: bool) -> None:
-        """WAL, a busy timeout, foreign keys; writers take the lock up front (BEGIN IMMEDIATE).
-
-        Taking the write lock at BEGIN avoids the deadlock of two readers both upgrading to
-        writers, which SQLite cannot resolve by waiting.
-        """
+    def configure(self, engine: Engine, *, writer: bool) -> None:
+        """WAL, a busy timeout, foreign keys. Writers take the lock up front (BEGIN IMMEDIATE):
+        that avoids the deadlock of two readers both upgrading to writers, which SQLite cannot
+        resolve by waiting. Readers run each statement on its own (autocommit), which saves
+        two round trips to the driver's thread per read."""
         synchronous = self.synchronous
 
-        @event.listens_for(engine.sync_engine, "connect")
+        @event.listens_for(engine, "connect")
         def _connect(dbapi_connection: Any, _record: Any) -> None:
             dbapi_connection.isolation_level = None
             cursor = dbapi_connection.cursor()
@@ -68,9 +60,11 @@ class SqliteDialect:
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
 
-        @event.listens_for(engine.sync_engine, "begin")
-        def _begin(conn: Connection) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        if writer:
+
+            @event.listens_for(engine, "begin")
+            def _begin(conn: Connection) -> None:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     def is_unique_violation(self, exc: IntegrityError) -> bool:
         return "UNIQUE constraint failed" in str(exc.orig)
@@ -78,24 +72,16 @@ class SqliteDialect:
     def skip_locked(self, query: Select[Any]) -> Select[Any]:
         return query  # BEGIN IMMEDIATE already serialises writers.
 
-    def upsert(
-        self,
-        table: Table,
-        values: Mapping[str, Any],
-        *,
-        keys: Sequence[str],
-        where: ColumnElement[bool],
-    ) -> Insert:
-        stmt = sqlite.insert(table).values(**values)
+    def upsert(self, table: Table, *, keys: Sequence[str], where: ColumnElement[bool]) -> Insert:
+        stmt = sqlite.insert(table)
         return stmt.on_conflict_do_update(
             index_elements=list(keys),
-            set_={k: stmt.excluded[k] for k in values if k not in keys},
+            set_={c.name: stmt.excluded[c.name] for c in table.c if c.name not in keys},
             where=where,
         )
 
-    async def migrate(self, engine: AsyncEngine) -> None:
-        async with _MIGRATE_LOCK, engine.begin() as conn:
-            await conn.run_sync(run_migrations)
+    def migrate(self, connection: Connection) -> None:
+        run_migrations(connection)
 
 
 class PostgresDialect:
@@ -107,23 +93,15 @@ class PostgresDialect:
     def skip_locked(self, query: Select[Any]) -> Select[Any]:
         return query.with_for_update(skip_locked=True)
 
-    def upsert(
-        self,
-        table: Table,
-        values: Mapping[str, Any],
-        *,
-        keys: Sequence[str],
-        where: ColumnElement[bool],
-    ) -> Insert:
-        stmt = postgresql.insert(table).values(**values)
+    def upsert(self, table: Table, *, keys: Sequence[str], where: ColumnElement[bool]) -> Insert:
+        stmt = postgresql.insert(table)
         return stmt.on_conflict_do_update(
             index_elements=list(keys),
-            set_={k: stmt.excluded[k] for k in values if k not in keys},
+            set_={c.name: stmt.excluded[c.name] for c in table.c if c.name not in keys},
             where=where,
         )
 
-    async def migrate(self, engine: AsyncEngine) -> None:
-        async with engine.begin() as conn:
-            # One migrator at a time across processes.
-            await conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7412093)")
-            await conn.run_sync(run_migrations)
+    def migrate(self, connection: Connection) -> None:
+        # One migrator at a time across processes.
+        connection.exec_driver_sql("SELECT pg_advisory_xact_lock(7412093)")
+        run_migrations(connection)

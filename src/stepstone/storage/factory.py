@@ -5,16 +5,21 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from stepstone.domain.errors import ValidationError
+from stepstone.storage.database import Database
 from stepstone.storage.dialect import PostgresDialect, SqliteDialect
 from stepstone.storage.sql import SqlStore
 
 DEFAULT_DATA_DIR = Path(".stepstone")
 ENV_URL = "STEPSTONE_DATABASE_URL"
 _SYNC_LEVELS = {"OFF", "NORMAL", "FULL", "EXTRA"}
+READ_THREADS = 2
+"""SQLite readers; with WAL they never wait for the one writer."""
+PG_THREADS = 8
+"""PostgreSQL connections (and the threads that use them) per process."""
 
 
 def default_url() -> str:
@@ -22,13 +27,13 @@ def default_url() -> str:
 
 
 def normalise_url(url: str) -> str:
-    """``sqlite:///x.db``, a bare file path, or ``postgresql://...`` -> an async driver URL."""
+    """``sqlite:///x.db``, a bare file path, or ``postgresql://...`` -> a driver URL."""
     if "://" not in url:
         url = f"sqlite:///{url}"
     parsed = make_url(url)
     backend = parsed.get_backend_name()
     if backend == "sqlite":
-        return parsed.set(drivername="sqlite+aiosqlite").render_as_string(hide_password=False)
+        return parsed.set(drivername="sqlite+pysqlite").render_as_string(hide_password=False)
     if backend in ("postgresql", "postgres"):
         return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
     raise ValidationError(
@@ -53,14 +58,19 @@ async def open_store(url: str | None = None, *, migrate: bool = True) -> SqlStor
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         dialect = SqliteDialect(synchronous)
-        writer = create_async_engine(parsed, pool_size=1, max_overflow=0, pool_timeout=60)
-        reader = create_async_engine(parsed, pool_size=4, max_overflow=4)
-        dialect.configure(writer, immediate=True)
-        dialect.configure(reader, immediate=False)
-        store = SqlStore(writer, reader, dialect)
+        options = {"connect_args": {"check_same_thread": False}}
+        writer = create_engine(parsed, pool_size=1, max_overflow=0, **options)
+        reader = create_engine(
+            parsed, pool_size=READ_THREADS, max_overflow=0, pool_reset_on_return=None, **options
+        )
+        dialect.configure(writer, writer=True)
+        dialect.configure(reader, writer=False)
+        db = Database(writer, reader, write_threads=1, read_threads=READ_THREADS)
+        store = SqlStore(db, dialect)
     else:
-        engine = create_async_engine(parsed, pool_size=10, max_overflow=10, pool_pre_ping=True)
-        store = SqlStore(engine, engine, PostgresDialect())
+        engine = create_engine(parsed, pool_size=PG_THREADS, max_overflow=0, pool_pre_ping=True)
+        db = Database(engine, engine, write_threads=PG_THREADS, read_threads=PG_THREADS)
+        store = SqlStore(db, PostgresDialect())
     if migrate:
         await store.migrate()
     return store

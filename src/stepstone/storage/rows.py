@@ -1,0 +1,150 @@
+"""Rows to records and back, and the opaque cursors lists hand out."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from sqlalchemy import Row
+
+from stepstone.domain.errors import ValidationError
+from stepstone.domain.records import (
+    Attempt,
+    Instance,
+    StepRecord,
+    StepState,
+    StepType,
+    TriggerSource,
+    Version,
+    Workflow,
+)
+from stepstone.domain.status import InstanceStatus
+from stepstone.storage.base import NewInstance
+
+
+def new_instance_row(n: NewInstance, now: int) -> dict[str, Any]:
+    return {
+        "id": n.id,
+        "workflow_id": n.workflow_id,
+        "version_id": n.version_id,
+        "tenant": n.tenant,
+        "status": InstanceStatus.QUEUED.value,
+        "params": n.params,
+        "trigger_source": n.trigger_source.value,
+        "schedule": None if n.schedule is None else json.dumps(n.schedule),
+        "created_at": now,
+        "modified_at": now,
+        "ready_at": now,
+        "lease_epoch": 0,
+    }
+
+
+def to_workflow(row: Row[Any]) -> Workflow:
+    return Workflow(
+        id=row.id,
+        tenant=row.tenant,
+        name=row.name,
+        class_name=row.class_name,
+        script_name=row.script_name,
+        current_version_id=row.current_version_id,
+        schedules=tuple(json.loads(row.schedules or "[]")),
+        created_at=row.created_at,
+        modified_at=row.modified_at,
+        triggered_at=row.triggered_at,
+    )
+
+
+def to_version(row: Row[Any]) -> Version:
+    return Version(
+        id=row.id,
+        workflow_id=row.workflow_id,
+        number=row.number,
+        class_name=row.class_name,
+        script_name=row.script_name,
+        language=row.language,
+        archive=bytes(row.archive),
+        module=row.module,
+        source_hash=row.source_hash,
+        max_steps=row.max_steps,
+        created_at=row.created_at,
+    )
+
+
+def to_instance(row: Row[Any]) -> Instance:
+    return Instance(
+        pk=row.pk,
+        id=row.id,
+        workflow_id=row.workflow_id,
+        version_id=row.version_id,
+        tenant=row.tenant,
+        status=InstanceStatus(row.status),
+        params=row.params,
+        trigger_source=TriggerSource(row.trigger_source),
+        created_at=row.created_at,
+        modified_at=row.modified_at,
+        started_at=row.started_at,
+        ended_at=row.ended_at,
+        output=row.output,
+        error_name=row.error_name,
+        error_message=row.error_message,
+        ready_at=row.ready_at,
+        lease_owner=row.lease_owner,
+        lease_expires_at=row.lease_expires_at,
+        lease_epoch=row.lease_epoch,
+        rollback_outcome=row.rollback_outcome,
+        rollback_error_name=row.rollback_error_name,
+        rollback_error_message=row.rollback_error_message,
+        schedule=None if row.schedule is None else json.loads(row.schedule),
+    )
+
+
+def to_step(row: Row[Any]) -> StepRecord:
+    return StepRecord(
+        name=row.name,
+        count=row._mapping["count"],
+        type=StepType(row.type),
+        state=StepState(row.state),
+        seq=row.seq,
+        started_at=row.started_at,
+        ended_at=row.ended_at,
+        wake_at=row.wake_at,
+        config=None if row.config is None else json.loads(row.config),
+        attempts=tuple(Attempt.from_json(a) for a in json.loads(row.attempts or "[]")),
+        output=row.output,
+        error_name=row.error_name,
+        error_message=row.error_message,
+        event_type=row.event_type,
+    )
+
+
+def step_values(record: StepRecord) -> dict[str, Any]:
+    return {
+        "name": record.name,
+        "count": record.count,
+        "type": record.type.value,
+        "state": record.state.value,
+        "seq": record.seq,
+        "started_at": record.started_at,
+        "ended_at": record.ended_at,
+        "wake_at": record.wake_at,
+        "config": None if record.config is None else json.dumps(record.config),
+        "attempts": json.dumps([a.to_json() for a in record.attempts]),
+        "output": record.output,
+        "error_name": record.error_name,
+        "error_message": record.error_message,
+        "event_type": record.event_type,
+    }
+
+
+def encode_cursor(created_at: int, pk: int) -> str:
+    return base64.urlsafe_b64encode(f"{created_at}:{pk}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[int, int]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        created_at, pk = base64.urlsafe_b64decode(padded).decode().split(":")
+        return int(created_at), int(pk)
+    except (ValueError, UnicodeDecodeError):
+        raise ValidationError(f"cursor {cursor!r} is not one this server issued") from None
