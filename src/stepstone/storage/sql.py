@@ -11,7 +11,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, Row, and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from stepstone.domain.errors import DuplicateInstanceError, ValidationError
@@ -390,14 +390,15 @@ class SqlStore:
             update(instances)
             .where(instances.c.lease_owner == owner)
             .values(lease_expires_at=now + lease_ms)
-            .returning(
-                instances.c.pk, instances.c.status, instances.c.lease_epoch, instances.c.ready_at
-            )
+            .returning(*_OWNED)
         )
         found = await self._db.write(lambda conn: conn.execute(statement).all())
-        return [
-            OwnedInstance(r.pk, InstanceStatus(r.status), r.lease_epoch, r.ready_at) for r in found
-        ]
+        return [_owned(r) for r in found]
+
+    async def owned(self, owner: str) -> list[OwnedInstance]:
+        query = select(*_OWNED).where(instances.c.lease_owner == owner)
+        found = await self._db.read(lambda conn: conn.execute(query).all())
+        return [_owned(r) for r in found]
 
     async def release_all(self, owner: str) -> None:
         statement = (
@@ -568,6 +569,13 @@ class SqlStore:
             return bool(moved == 1)
 
         return await self._db.write(tx)
+
+
+_OWNED = (instances.c.pk, instances.c.status, instances.c.lease_epoch, instances.c.ready_at)
+
+
+def _owned(row: Row[Any, Any, Any, Any]) -> OwnedInstance:
+    return OwnedInstance(row.pk, InstanceStatus(row.status), row.lease_epoch, row.ready_at)
 
 
 _FENCE = (

@@ -91,6 +91,7 @@ class Worker:
         """Step name -> result (or exception to raise) used instead of running the step."""
         self.id = worker_id or new_worker_id()
         self._runs: dict[int, tuple[InstanceRun, asyncio.Task[None]]] = {}
+        self._checked_at = 0
 
     @property
     def running(self) -> int:
@@ -103,8 +104,9 @@ class Worker:
         try:
             while not stop.is_set():
                 changed = self.notifier.take()
-                if changed & self._runs.keys():
-                    await self.refresh()
+                stale = self.clock.now_ms() - self._checked_at >= self.settings.poll_ms
+                if changed & self._runs.keys() or stale:
+                    await self.refresh(renew=False)
                 await fire_due(self.store, self.clock, self.notifier)
                 await self._claim()
                 await self._idle(stop)
@@ -182,13 +184,22 @@ class Worker:
             except Exception:
                 log.exception("renewing leases failed; retrying")
 
-    async def refresh(self) -> None:
-        """Renew leases and apply what users changed: pause, resume, terminate, events."""
+    async def refresh(self, *, renew: bool = True) -> None:
+        """Apply what users changed (pause, resume, terminate, events) and, with ``renew``,
+        extend the leases of every instance this worker owns."""
         if not self._runs:
             return
+        # Only runs claimed before the query started can be judged by its answer.
+        runs = list(self._runs.items())
         now = self.clock.now_ms()
-        owned = {o.pk: o for o in await self.store.renew(self.id, now, self.settings.lease_ms)}
-        for pk, (run, task) in list(self._runs.items()):
+        self._checked_at = now
+        found = (
+            await self.store.renew(self.id, now, self.settings.lease_ms)
+            if renew
+            else await self.store.owned(self.id)
+        )
+        owned = {o.pk: o for o in found}
+        for pk, (run, task) in runs:
             state = owned.get(pk)
             if state is None or state.epoch != run.claim.epoch:
                 task.cancel()  # terminated, restarted, or taken over: stop at once
