@@ -32,7 +32,8 @@ from stepstone.runtime.signals import Notifier
 from stepstone.sdk.entrypoint import WorkflowEntrypoint
 from stepstone.storage.base import KEEP, NewInstance, NewVersion, Page, Store
 
-DEFAULT_TENANT = "default"
+DEFAULT_TENANT = "local"
+"""The tenant of `stepstone dev` and of CLI commands without ``--tenant``."""
 S = InstanceStatus
 
 
