@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import timedelta
 
@@ -61,6 +62,8 @@ def to_ms(value: Duration, *, what: str = "duration") -> int:
         raise ValidationError(
             f"{what} must be a number of milliseconds or a string like '5 minutes'"
         )
-    if ms < 0 or ms != ms:
+    if not math.isfinite(ms):
+        raise ValidationError(f"{what} must be a finite number of milliseconds")
+    if ms < 0:
         raise ValidationError(f"{what} must not be negative")
     return int(ms)

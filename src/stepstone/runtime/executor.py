@@ -281,6 +281,9 @@ class InstanceRun:
             await self._finish(S.ERRORED, error=exc)
             return
         except Exception as exc:
+            if self.history.divergence is not None:  # the code caught it; it still stands
+                await self._finish(S.ERRORED, error=self.history.divergence)
+                return
             await self._fail(step, exc)
             return
         await self._finish(S.COMPLETE, output=output)

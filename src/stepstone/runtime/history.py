@@ -14,6 +14,7 @@ class History:
 
     A call whose recorded step has another type, or a run that ends while recorded steps were
     never reached, means the code no longer matches what the instance did: a determinism error.
+    Once found, a mismatch stands: code that catches it cannot go on to run new steps.
     """
 
     def __init__(self, records: list[StepRecord], max_steps: int) -> None:
@@ -23,9 +24,13 @@ class History:
         self._next_seq = max((r.seq for r in records), default=0) + 1
         self._calls = 0
         self._max_steps = max_steps
+        self.divergence: DeterminismError | None = None
+        """The first mismatch found, even if the workflow's code caught it."""
 
     def lookup(self, name: str, type: StepType) -> tuple[int, StepRecord | None]:
         """Count one more call of ``name`` and return its occurrence and recorded step, if any."""
+        if self.divergence is not None:
+            raise self.divergence
         self._calls += 1
         if self._calls > self._max_steps:
             raise StepLimitError(
@@ -38,11 +43,12 @@ class History:
         if record is not None:
             self._visited.add(record.key)
             if record.type != type:
-                raise DeterminismError(
+                self.divergence = DeterminismError(
                     f"step {name!r} (occurrence {count}) was a {record.type.value} step when this "
                     f"instance ran it, but the code now makes it a {type.value} step; the code "
                     "changed under a running instance: deploy a new version instead"
                 )
+                raise self.divergence
         return count, record
 
     def next_seq(self) -> int:
@@ -56,6 +62,8 @@ class History:
 
     def check_all_reached(self) -> None:
         """Raise if a step committed earlier was not reached by the code this time."""
+        if self.divergence is not None:
+            raise self.divergence
         missed = sorted(
             (
                 r
