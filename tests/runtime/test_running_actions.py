@@ -199,3 +199,24 @@ async def test_the_worker_loop_applies_a_pause_it_is_notified_of(
     finally:
         stop.set()
         await within(loop)
+
+
+async def test_restart_a_running_instance_runs_it_again_from_the_top(
+    engine: Engine, worker: Worker, gate: Gate
+) -> None:
+    instance_id, task = await start_running(engine, worker, gate)
+
+    restarted = await engine.change_status("held", instance_id, Action.RESTART)
+    assert restarted.status is S.QUEUED
+    gate.started.clear()
+    await worker.refresh()  # the old run is cancelled; the loop claims the instance again
+
+    await within(gate.started.wait())
+    assert gate.calls == {"held": 2}
+    gate.release.set()
+    await within(task)
+
+    done = await instance_of(engine, "held", instance_id)
+    assert done.status is S.COMPLETE
+    assert done.output == '["held","next"]'
+    assert [s.name for s in await steps_of(engine, "held", instance_id)] == ["held", "next"]

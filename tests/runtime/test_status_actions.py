@@ -216,3 +216,37 @@ async def test_an_unknown_action_is_a_validation_error(engine: Engine) -> None:
     instance = await engine.create_instance("one-step")
     with pytest.raises(ValidationError, match="use one of pause, resume, terminate, restart"):
         await engine.change_status("one-step", instance.id, "explode")
+
+
+def fails_first(name: str) -> str:
+    CALLS[name] += 1
+    if CALLS[name] == 1:
+        raise ConnectionError("first attempt fails")
+    return name
+
+
+class RetriesOnce(WorkflowEntrypoint):
+    async def run(self, event: WorkflowEvent, step: WorkflowStep) -> Any:
+        return await step.do(
+            "retried", fails_first, "retried", retries={"limit": 1, "delay": "1 minute"}
+        )
+
+
+async def test_pause_during_a_retry_delay_holds_the_retry(
+    engine: Engine, worker: Worker, clock: FakeClock
+) -> None:
+    await engine.deploy_class(RetriesOnce)
+    instance = await engine.create_instance("retries-once")
+    await worker.run_until_idle(advance=False)
+    assert await status_of(engine, "retries-once", instance.id) is S.WAITING
+
+    await engine.change_status("retries-once", instance.id, Action.PAUSE)
+    await clock.advance(10 * 60_000)
+    assert await worker.run_until_idle() == 0
+    assert CALLS == {"retried": 1}
+
+    await engine.change_status("retries-once", instance.id, Action.RESUME)
+    await worker.run_until_idle(advance=False)
+    done = await instance_of(engine, "retries-once", instance.id)
+    assert output_of(done) == "retried"
+    assert CALLS == {"retried": 2}
