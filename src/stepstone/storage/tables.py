@@ -40,6 +40,10 @@ workflows = Table(
     Column("script_name", String(255), nullable=False),
     Column("current_version_id", String(36), nullable=True),
     Column("schedules", Text, nullable=False, server_default="[]"),
+    Column("settings", Text, nullable=False, server_default="{}"),
+    # JSON: limits, concurrency, default_retention, as the Cloudflare API sets them.
+    Column("terminate_job", Text, nullable=True),
+    # JSON status of the last terminate-all job.
     Column("created_at", Millis, nullable=False),
     Column("modified_at", Millis, nullable=False),
     Column("triggered_at", Millis, nullable=True),
@@ -79,6 +83,10 @@ instances = Table(
     Column("params", Text, nullable=False),
     Column("trigger_source", String(16), nullable=False),
     Column("schedule", Text, nullable=True),
+    # How long to keep the instance once it ends, by outcome; None keeps it for good.
+    Column("success_retention_ms", Millis, nullable=True),
+    Column("error_retention_ms", Millis, nullable=True),
+    Column("purge_at", Millis, nullable=True),
     Column("output", Text, nullable=True),
     Column("error_name", Text, nullable=True),
     Column("error_message", Text, nullable=True),
@@ -110,6 +118,12 @@ instances = Table(
     # Lists: newest first, optionally by status.
     Index("ix_instances_workflow_created", "workflow_id", "created_at", "pk"),
     Index("ix_instances_workflow_status_created", "workflow_id", "status", "created_at", "pk"),
+    Index(
+        "ix_instances_purge_at",
+        "purge_at",
+        postgresql_where=text("purge_at IS NOT NULL"),
+        sqlite_where=text("purge_at IS NOT NULL"),
+    ),
 )
 
 steps = Table(
@@ -158,4 +172,31 @@ schedules = Table(
     Column("cron", String(255), primary_key=True),
     Column("next_at", Millis, nullable=False),
     Index("ix_schedules_next_at", "next_at"),
+)
+
+scripts = Table(
+    "scripts",
+    metadata,
+    Column("tenant", String(128), primary_key=True),
+    Column("name", String(255), primary_key=True),
+    Column("archive", LargeBinary, nullable=False),
+    Column("source_hash", String(64), nullable=False),
+    Column("created_at", Millis, nullable=False),
+    Column("modified_at", Millis, nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("tenant", String(128), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("owner", String(255), nullable=True),
+    Column("secret_hash", String(64), nullable=False),
+    # SHA-256 of the secret: keys are long random strings, so a fast hash is enough.
+    Column("scopes", Text, nullable=False),
+    Column("created_at", Millis, nullable=False),
+    Column("last_used_at", Millis, nullable=True),
+    Column("revoked_at", Millis, nullable=True),
+    Index("ix_api_keys_tenant", "tenant"),
 )
