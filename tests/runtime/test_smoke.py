@@ -26,7 +26,9 @@ async def test_instance_runs_to_completion(
     instance = await engine.create_instance("smoke", params={"id": 7})
 
     await worker.run_until_idle(advance=False)
-    assert (await engine.get_instance("smoke", instance.id)).instance.status is InstanceStatus.WAITING
+    assert (
+        await engine.get_instance("smoke", instance.id)
+    ).instance.status is InstanceStatus.WAITING
 
     await clock.advance(2_000)
     await worker.run_until_idle(advance=False)

@@ -45,6 +45,34 @@ class Workflow:
     created_at: int
     modified_at: int
     triggered_at: int | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+    """As the Cloudflare API sets them: ``limits``, ``concurrency``, ``default_retention``."""
+    terminate_job: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Script:
+    """Uploaded source a workflow version is made from (a zip of one or more modules)."""
+
+    tenant: str
+    name: str
+    archive: bytes
+    source_hash: str
+    created_at: int
+    modified_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """A tenant's key; only a hash of its secret is ever stored."""
+
+    id: str
+    tenant: str
+    name: str
+    scopes: tuple[str, ...]
+    created_at: int
+    owner: str | None = None
+    revoked_at: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +175,9 @@ class Instance:
     rollback_error_name: str | None = None
     rollback_error_message: str | None = None
     schedule: dict[str, Any] | None = field(default=None)
+    success_retention_ms: int | None = None
+    error_retention_ms: int | None = None
+    purge_at: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

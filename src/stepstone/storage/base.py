@@ -46,6 +46,8 @@ class NewInstance:
     params: str
     trigger_source: TriggerSource = TriggerSource.API
     schedule: dict[str, Any] | None = None
+    success_retention_ms: int | None = None
+    error_retention_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +84,21 @@ class DueSchedule:
 class Page:
     items: Sequence[Instance]
     next_cursor: str | None
+    total: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceFilter:
+    """What an instance list asks for. ``offset`` pages by position, ``cursor`` by key."""
+
+    status: InstanceStatus | None = None
+    created_from: int | None = None
+    created_to: int | None = None
+    newest_first: bool = True
+    limit: int = 50
+    offset: int = 0
+    cursor: str | None = None
+    count: bool = False
 
 
 class Store(Protocol):

@@ -10,8 +10,10 @@ from sqlalchemy import Row
 
 from stepstone.domain.errors import ValidationError
 from stepstone.domain.records import (
+    ApiKey,
     Attempt,
     Instance,
+    Script,
     StepRecord,
     StepState,
     StepType,
@@ -33,6 +35,8 @@ def new_instance_row(n: NewInstance, now: int) -> dict[str, Any]:
         "params": n.params,
         "trigger_source": n.trigger_source.value,
         "schedule": None if n.schedule is None else json.dumps(n.schedule),
+        "success_retention_ms": n.success_retention_ms,
+        "error_retention_ms": n.error_retention_ms,
         "created_at": now,
         "modified_at": now,
         "ready_at": now,
@@ -52,6 +56,31 @@ def to_workflow(row: Row[Any]) -> Workflow:
         created_at=row.created_at,
         modified_at=row.modified_at,
         triggered_at=row.triggered_at,
+        settings=json.loads(row.settings or "{}"),
+        terminate_job=None if row.terminate_job is None else json.loads(row.terminate_job),
+    )
+
+
+def to_script(row: Row[Any]) -> Script:
+    return Script(
+        tenant=row.tenant,
+        name=row.name,
+        archive=bytes(row.archive),
+        source_hash=row.source_hash,
+        created_at=row.created_at,
+        modified_at=row.modified_at,
+    )
+
+
+def to_key(row: Row[Any]) -> ApiKey:
+    return ApiKey(
+        id=row.id,
+        tenant=row.tenant,
+        name=row.name,
+        scopes=tuple(json.loads(row.scopes)),
+        created_at=row.created_at,
+        owner=row.owner,
+        revoked_at=row.revoked_at,
     )
 
 
@@ -96,6 +125,9 @@ def to_instance(row: Row[Any]) -> Instance:
         rollback_error_name=row.rollback_error_name,
         rollback_error_message=row.rollback_error_message,
         schedule=None if row.schedule is None else json.loads(row.schedule),
+        success_retention_ms=row.success_retention_ms,
+        error_retention_ms=row.error_retention_ms,
+        purge_at=row.purge_at,
     )
 
 
