@@ -42,7 +42,7 @@ def _reset(engine: Engine) -> Iterator[None]:
 
 
 async def only_instance(engine: Engine) -> Instance:
-    [workflow] = await engine.store.list_workflows(DEFAULT_TENANT)
+    [workflow], _total = await engine.store.list_workflows(DEFAULT_TENANT)
     [instance] = (await engine.list_instances(workflow.name)).items
     return instance
 

@@ -14,10 +14,24 @@ from typing import Any
 from croniter import croniter
 
 from stepstone.domain import jsonvalue
-from stepstone.domain.errors import NotFoundError, ValidationError, WorkflowDefinitionError
+from stepstone.domain.durations import to_ms
+from stepstone.domain.errors import (
+    ConflictError,
+    NotFoundError,
+    ValidationError,
+    WorkflowDefinitionError,
+)
 from stepstone.domain.ids import check_instance_id, check_workflow_name, kebab_case, new_id
 from stepstone.domain.limits import DEFAULT_MAX_STEPS
-from stepstone.domain.records import Instance, StepRecord, TriggerSource, Version, Workflow
+from stepstone.domain.records import (
+    Instance,
+    Script,
+    StepRecord,
+    StepType,
+    TriggerSource,
+    Version,
+    Workflow,
+)
 from stepstone.domain.status import Action, InstanceStatus, next_status
 from stepstone.engine.schedules import next_fire
 from stepstone.runtime.clock import Clock, SystemClock
@@ -27,10 +41,11 @@ from stepstone.runtime.loader import (
     find_workflow_classes,
     module_defining,
     pack,
+    unpack,
 )
 from stepstone.runtime.signals import Notifier
 from stepstone.sdk.entrypoint import WorkflowEntrypoint
-from stepstone.storage.base import KEEP, NewInstance, NewVersion, Page, Store
+from stepstone.storage.base import KEEP, InstanceFilter, NewInstance, NewVersion, Page, Store
 
 DEFAULT_TENANT = "local"
 """The tenant of `stepstone dev` and of CLI commands without ``--tenant``."""
@@ -41,6 +56,23 @@ S = InstanceStatus
 class Deployed:
     workflow: Workflow
     version: Version
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceRequest:
+    id: str | None = None
+    params: Any = None
+    retention: Mapping[str, Any] | None = None
+    """``{success_retention, error_retention}``: how long to keep it once it ends."""
+
+
+@dataclass(frozen=True, slots=True)
+class StepRef:
+    """A step of an instance's history, as a restart names it."""
+
+    name: str
+    count: int = 1
+    type: StepType | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,10 +120,82 @@ class Engine:
             targets = [(f.module, f.class_name) for f in found]
         else:
             targets = [(module_defining(script, class_name), class_name)]
+        await self.store.put_script(
+            tenant, script.script_name, script.archive, script.source_hash, self.clock.now_ms()
+        )
         return [
             await self._deploy(script, module, cls_name, name=name, tenant=tenant)
             for module, cls_name in targets
         ]
+
+    async def upload_script(
+        self, name: str, data: bytes, *, tenant: str = DEFAULT_TENANT
+    ) -> Script:
+        """Store a script (Python source, or a zip of modules) for workflows to be made from."""
+        check_workflow_name(name)
+        script = unpack(data, name)
+        if not find_workflow_classes(script):
+            raise WorkflowDefinitionError(f"script {name!r} defines no WorkflowEntrypoint subclass")
+        return await self.store.put_script(
+            tenant, name, script.archive, script.source_hash, self.clock.now_ms()
+        )
+
+    async def put_workflow(
+        self,
+        name: str,
+        *,
+        class_name: str,
+        script_name: str,
+        schedules: Sequence[str] | None = None,
+        settings: Mapping[str, Any] | None = None,
+        tenant: str = DEFAULT_TENANT,
+    ) -> Deployed:
+        """Bind workflow ``name`` to ``class_name`` of an uploaded script: a new version."""
+        stored = await self.store.get_script(tenant, script_name)
+        if stored is None:
+            raise ValidationError(
+                f"script {script_name!r} is not uploaded: deploy it first "
+                "(stepstone deploy FILE, or PUT .../workers/scripts/{script_name})"
+            )
+        script = unpack(stored.archive, script_name)
+        module = module_defining(script, class_name)
+        return await self._deploy(
+            script,
+            module,
+            class_name,
+            name=name,
+            tenant=tenant,
+            schedules=schedules,
+            settings=settings,
+        )
+
+    async def delete_workflow(self, name: str, *, tenant: str = DEFAULT_TENANT) -> None:
+        """Delete the workflow, its versions and its instances; its script stays."""
+        workflow = await self._workflow(tenant, name)
+        await self.store.delete_workflow(workflow.id)
+
+    async def list_workflows(
+        self,
+        *,
+        search: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+        tenant: str = DEFAULT_TENANT,
+    ) -> tuple[list[Workflow], int]:
+        return await self.store.list_workflows(tenant, search=search, limit=limit, offset=offset)
+
+    async def list_versions(self, name: str, *, tenant: str = DEFAULT_TENANT) -> list[Version]:
+        workflow = await self._workflow(tenant, name)
+        return await self.store.list_versions(workflow.id)
+
+    async def get_version(
+        self, name: str, version_id: str, *, tenant: str = DEFAULT_TENANT
+    ) -> Version:
+        workflow = await self._workflow(tenant, name)
+        version = await self.store.get_version(version_id)
+        if version is None or version.workflow_id != workflow.id:
+            raise NotFoundError(f"version {version_id!r} of workflow {name!r} not found")
+        return version
 
     async def deploy_class(
         self,
@@ -121,20 +225,28 @@ class Engine:
         name: str | None,
         tenant: str,
         cls: type[WorkflowEntrypoint] | None = None,
+        schedules: Sequence[str] | None = None,
+        settings: Mapping[str, Any] | None = None,
     ) -> Deployed:
+        """Make a new version; ``schedules`` and ``settings`` (from the Cloudflare API) win
+        over what the class declares."""
         if cls is None:
             cls = self.loader.load_archive(script.archive, module, class_name)
         workflow_name = check_workflow_name(name or cls.name or kebab_case(class_name))
-        schedules = _check_schedules(cls.schedules, class_name)
-        max_steps = _check_limits(cls.limits, class_name)
+        crons = _check_schedules(cls.schedules if schedules is None else schedules, class_name)
+        limits = dict(cls.limits)
+        if settings and settings.get("limits"):
+            limits.update(settings["limits"])
+        max_steps = _check_limits(limits, class_name)
         now = self.clock.now_ms()
         workflow = await self.store.put_workflow(
             tenant,
             workflow_name,
             class_name=class_name,
             script_name=script.script_name,
-            schedules={cron: next_fire(cron, now) for cron in schedules},
+            schedules={cron: next_fire(cron, now) for cron in crons},
             now=now,
+            settings=_check_settings(settings) if settings is not None else None,
         )
         version = await self.store.add_version(
             workflow.id,
@@ -170,18 +282,25 @@ class Engine:
     async def create_instances(
         self,
         workflow_name: str,
-        items: Sequence[tuple[str | None, Any]],
+        items: Sequence[tuple[str | None, Any] | InstanceRequest],
         *,
         tenant: str = DEFAULT_TENANT,
         trigger: TriggerSource = TriggerSource.API,
     ) -> list[Instance]:
-        """Create instances (id or ``None`` for a generated one, params) in one transaction."""
+        """Create instances (id or ``None`` for a generated one, params) in one transaction.
+
+        An instance keeps its retention, else its workflow's default retention, else forever.
+        """
         workflow = await self._workflow(tenant, workflow_name)
         if workflow.current_version_id is None:
             raise ValidationError(f"workflow {workflow_name!r} has no deployed version")
+        default_retention = workflow.settings.get("default_retention") or {}
         seen: set[str] = set()
         new = []
-        for instance_id, params in items:
+        for item in items:
+            request = item if isinstance(item, InstanceRequest) else InstanceRequest(*item)
+            instance_id, params = request.id, request.params
+            retention = retention_ms(request.retention) if request.retention else default_retention
             iid = check_instance_id(instance_id) if instance_id is not None else new_id()
             if iid in seen:
                 raise ValidationError(f"instance id {iid!r} appears twice in the batch")
@@ -194,6 +313,8 @@ class Engine:
                     id=iid,
                     params=jsonvalue.encode(params, what="the instance params"),
                     trigger_source=trigger,
+                    success_retention_ms=retention.get("success_retention"),
+                    error_retention_ms=retention.get("error_retention"),
                 )
             )
         created = await self.store.create_instances(new, self.clock.now_ms())
@@ -216,10 +337,17 @@ class Engine:
         cursor: str | None = None,
         tenant: str = DEFAULT_TENANT,
     ) -> Page:
-        workflow = await self._workflow(tenant, workflow_name)
-        return await self.store.list_instances(
-            workflow.id, status=status, limit=limit, cursor=cursor
+        return await self.query_instances(
+            workflow_name, InstanceFilter(status=status, limit=limit, cursor=cursor), tenant=tenant
         )
+
+    async def query_instances(
+        self, workflow_name: str, query: InstanceFilter, *, tenant: str = DEFAULT_TENANT
+    ) -> Page:
+        if not 1 <= query.limit <= 1000:
+            raise ValidationError("a page holds 1 to 1000 instances")
+        workflow = await self._workflow(tenant, workflow_name)
+        return await self.store.list_instances(workflow.id, query)
 
     async def send_event(
         self,
@@ -251,12 +379,22 @@ class Engine:
         instance_id: str,
         action: Action | str,
         *,
+        restart_from: StepRef | None = None,
         tenant: str = DEFAULT_TENANT,
     ) -> Instance:
-        """Pause, resume, terminate or restart, by the one transition table."""
+        """Pause, resume, terminate or restart, by the one transition table.
+
+        A restart clears the whole history, or with ``restart_from`` that step and every step
+        after it: the steps before keep their results and are not run again.
+        """
         action = Action.parse(action) if isinstance(action, str) else action
         workflow = await self._workflow(tenant, workflow_name)
         instance = await self._instance(workflow, instance_id)
+        clear_from = None
+        if action is Action.RESTART:
+            clear_from = 0 if restart_from is None else await self._seq_of(instance, restart_from)
+        elif restart_from is not None:
+            raise ValidationError("'from' only goes with a restart")
         for _ in range(10):  # lose a race with the runtime, read again, decide again
             target = next_status(action, instance.status)
             # Taking an instance from a worker (fence) is right unless a step is mid-flight
@@ -273,7 +411,8 @@ class Engine:
                 now=now,
                 fence=not mid_step,
                 ready_at=KEEP if mid_step else now if target is S.QUEUED else None,
-                clear_history=action is Action.RESTART,
+                clear_from_seq=clear_from,
+                purge_at=self._purge_at(instance, target),
             )
             if changed is not None:
                 self.notifier.instance_changed(changed.pk)
@@ -281,6 +420,70 @@ class Engine:
                 return changed
             instance = await self._instance(workflow, instance_id)
         raise ValidationError("the instance kept changing; try again")
+
+    async def terminate_many(
+        self,
+        workflow_name: str,
+        instance_ids: Sequence[str] | None,
+        *,
+        tenant: str = DEFAULT_TENANT,
+    ) -> int:
+        """Terminate the given instances (``None``: every unfinished one); how many ended."""
+        workflow = await self._workflow(tenant, workflow_name)
+        if instance_ids is None:
+            unfinished = [s for s in InstanceStatus if not s.is_terminal]
+            targets: list[str] = []
+            for status in unfinished:
+                cursor = None
+                while True:
+                    page = await self.store.list_instances(
+                        workflow.id, InstanceFilter(status=status, limit=1000, cursor=cursor)
+                    )
+                    targets.extend(i.id for i in page.items)
+                    cursor = page.next_cursor
+                    if cursor is None:
+                        break
+        else:
+            targets = [check_instance_id(i) for i in instance_ids]
+        job = {
+            "status": "running",
+            "requested": len(targets),
+            "terminated": 0,
+            "started_at": self.clock.now_ms(),
+        }
+        await self.store.set_terminate_job(workflow.id, job)
+        terminated = 0
+        for instance_id in targets:
+            try:
+                await self.change_status(
+                    workflow_name, instance_id, Action.TERMINATE, tenant=tenant
+                )
+                terminated += 1
+            except (NotFoundError, ConflictError):
+                continue  # already finished, or never there: nothing to terminate
+        job.update(status="completed", terminated=terminated, ended_at=self.clock.now_ms())
+        await self.store.set_terminate_job(workflow.id, job)
+        return terminated
+
+    async def find_step(
+        self,
+        workflow_name: str,
+        instance_id: str,
+        ref: StepRef,
+        *,
+        tenant: str = DEFAULT_TENANT,
+    ) -> tuple[Instance, StepRecord]:
+        view = await self.get_instance(workflow_name, instance_id, tenant=tenant)
+        return view.instance, _match_step(view.steps, ref)
+
+    async def _seq_of(self, instance: Instance, ref: StepRef) -> int:
+        return _match_step(await self.store.load_steps(instance.pk), ref).seq
+
+    def _purge_at(self, instance: Instance, target: InstanceStatus) -> int | None:
+        """A terminated instance is kept for its error retention, as an errored one is."""
+        if target is S.TERMINATED and instance.error_retention_ms is not None:
+            return self.clock.now_ms() + instance.error_retention_ms
+        return None
 
     # ------------------------------------------------------------------ lookups
     async def get_workflow(self, name: str, *, tenant: str = DEFAULT_TENANT) -> Workflow:
@@ -299,6 +502,14 @@ class Engine:
         return instance
 
 
+def _match_step(steps: Sequence[StepRecord], ref: StepRef) -> StepRecord:
+    for step in steps:
+        if step.name == ref.name and step.count == ref.count and ref.type in (None, step.type):
+            return step
+    kind = f" of type {ref.type.value}" if ref.type else ""
+    raise NotFoundError(f"step {ref.name!r} (occurrence {ref.count}){kind} not found")
+
+
 def _check_schedules(schedules: Sequence[str], class_name: str) -> list[str]:
     if isinstance(schedules, str):
         schedules = [schedules]
@@ -311,6 +522,26 @@ def _check_schedules(schedules: Sequence[str], class_name: str) -> list[str]:
             )
         checked.append(cron)
     return checked
+
+
+def _check_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Keep the settings the Cloudflare API may set, with retention durations in ms."""
+    checked: dict[str, Any] = {}
+    for key in ("limits", "concurrency"):
+        if settings.get(key) is not None:
+            checked[key] = dict(settings[key])
+    retention = settings.get("default_retention")
+    if retention:
+        checked["default_retention"] = retention_ms(retention)
+    return checked
+
+
+def retention_ms(retention: Mapping[str, Any]) -> dict[str, int]:
+    """``{success_retention, error_retention}`` as durations -> milliseconds."""
+    unknown = set(retention) - {"success_retention", "error_retention"}
+    if unknown:
+        raise ValidationError(f"unknown retention key(s): {', '.join(sorted(unknown))}")
+    return {k: to_ms(v, what=k) for k, v in retention.items() if v is not None}
 
 
 def _check_limits(limits: Mapping[str, Any], class_name: str) -> int:

@@ -324,6 +324,12 @@ class InstanceRun:
             self._log.info(
                 "instance errored: %s: %s", fields["error_name"], fields["error_message"]
             )
+        instance = self.claim.instance
+        keep = (
+            instance.success_retention_ms if status is S.COMPLETE else instance.error_retention_ms
+        )
+        if keep is not None:
+            fields["purge_at"] = self.clock.now_ms() + keep
         if not await self._move(
             status,
             ready_at=None,

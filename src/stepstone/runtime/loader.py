@@ -50,19 +50,42 @@ def pack(path: Path) -> PackedScript:
     if path.is_file():
         if path.suffix != ".py":
             raise WorkflowDefinitionError(f"{path} is not a Python file")
-        files = {path.name: path.read_text()}
-        script_name = path.stem
-    elif path.is_dir():
+        return pack_files({path.name: path.read_text()}, path.stem)
+    if path.is_dir():
         files = {
             p.relative_to(path).as_posix(): p.read_text()
             for p in sorted(path.rglob("*.py"))
             if not _SKIP_DIRS.intersection(p.relative_to(path).parts)
         }
-        script_name = path.name
         if not files:
             raise WorkflowDefinitionError(f"{path} holds no Python files")
-    else:
-        raise WorkflowDefinitionError(f"{path} does not exist")
+        return pack_files(files, path.name)
+    raise WorkflowDefinitionError(f"{path} does not exist")
+
+
+def unpack(data: bytes, script_name: str) -> PackedScript:
+    """An uploaded script: a zip of modules, or the UTF-8 source of one module."""
+    if data[:4] == b"PK\x03\x04":
+        try:
+            with zipfile.ZipFile(io.BytesIO(data)) as archive:
+                files = {
+                    n: archive.read(n).decode() for n in archive.namelist() if n.endswith(".py")
+                }
+        except (zipfile.BadZipFile, UnicodeDecodeError) as exc:
+            raise WorkflowDefinitionError(f"the script archive cannot be read: {exc}") from None
+        if not files:
+            raise WorkflowDefinitionError("the script archive holds no Python files")
+        return pack_files(files, script_name)
+    try:
+        source = data.decode()
+    except UnicodeDecodeError:
+        raise WorkflowDefinitionError("a script is UTF-8 Python source or a zip of it") from None
+    module = script_name.replace("-", "_").replace(".", "_")
+    return pack_files({f"{module}.py": source}, script_name)
+
+
+def pack_files(files: dict[str, str], script_name: str) -> PackedScript:
+    """Zip ``files`` (path -> source) deterministically, so equal sources hash equally."""
     buffer = io.BytesIO()
     digest = hashlib.sha256()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:

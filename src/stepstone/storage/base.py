@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from stepstone.domain.records import (
+    ApiKey,
     Claim,
     Event,
     Instance,
+    Script,
     StepRecord,
     TriggerSource,
     Version,
@@ -119,14 +121,27 @@ class Store(Protocol):
         script_name: str,
         schedules: Mapping[str, int],
         now: int,
+        settings: Mapping[str, Any] | None = None,
     ) -> Workflow:
-        """Create or update; ``schedules`` maps each cron to its first fire time if new."""
+        """Create or update; ``schedules`` maps each cron to its first fire time if new;
+        ``settings`` (limits, concurrency, retention) replace the stored ones when given."""
         ...
 
     async def add_version(self, workflow_id: str, version: NewVersion, now: int) -> Version: ...
     async def get_workflow(self, tenant: str, name: str) -> Workflow | None: ...
     async def get_workflow_by_id(self, workflow_id: str) -> Workflow | None: ...
-    async def list_workflows(self, tenant: str) -> list[Workflow]: ...
+    async def list_workflows(
+        self, tenant: str, *, search: str | None = None, limit: int | None = None, offset: int = 0
+    ) -> tuple[list[Workflow], int]:
+        """A page of the tenant's workflows by name, and how many match in all."""
+        ...
+
+    async def delete_workflow(self, workflow_id: str) -> bool: ...
+    async def set_terminate_job(self, workflow_id: str, job: Mapping[str, Any]) -> None: ...
+    async def put_script(
+        self, tenant: str, name: str, archive: bytes, source_hash: str, now: int
+    ) -> Script: ...
+    async def get_script(self, tenant: str, name: str) -> Script | None: ...
     async def get_version(self, version_id: str) -> Version | None: ...
     async def list_versions(self, workflow_id: str) -> list[Version]: ...
     async def count_instances(self, workflow_id: str) -> dict[str, int]: ...
@@ -135,14 +150,7 @@ class Store(Protocol):
     async def create_instances(self, new: Sequence[NewInstance], now: int) -> list[Instance]: ...
     async def get_instance(self, workflow_id: str, instance_id: str) -> Instance | None: ...
     async def get_instance_by_pk(self, pk: int) -> Instance | None: ...
-    async def list_instances(
-        self,
-        workflow_id: str,
-        *,
-        status: InstanceStatus | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-    ) -> Page: ...
+    async def list_instances(self, workflow_id: str, query: InstanceFilter) -> Page: ...
     async def change_status(
         self,
         pk: int,
@@ -152,8 +160,13 @@ class Store(Protocol):
         now: int,
         fence: bool,
         ready_at: int | None = KEEP,
-        clear_history: bool = False,
-    ) -> Instance | None: ...
+        clear_from_seq: int | None = None,
+        purge_at: int | None = None,
+    ) -> Instance | None:
+        """Compare-and-set a user's status change. ``fence`` takes the instance from its
+        worker; ``clear_from_seq`` deletes the steps from that one on (0: all of them)."""
+        ...
+
     async def add_event(
         self, pk: int, type: str, payload: str, now: int, *, wake: Collection[InstanceStatus]
     ) -> Event: ...
@@ -169,6 +182,10 @@ class Store(Protocol):
         runnable: Collection[InstanceStatus],
     ) -> list[Claim]: ...
     async def renew(self, owner: str, now: int, lease_ms: int) -> list[OwnedInstance]: ...
+    async def purge(self, now: int, limit: int) -> int:
+        """Delete up to ``limit`` finished instances whose retention ran out; how many."""
+        ...
+
     async def owned(self, owner: str) -> list[OwnedInstance]:
         """What ``owner`` still owns, without renewing (a cheap look between heartbeats)."""
         ...
@@ -204,4 +221,18 @@ class Store(Protocol):
         """Compare-and-set the status of an owned instance (with ``fields``); ``release`` hands
         the lease back. With ``wake_for``, an unconsumed event of one of those types makes the
         instance ready at once, atomically with the move, so no arriving event is missed."""
+        ...
+
+    # api keys
+    async def add_key(self, key: ApiKey, secret_hash: str) -> None:
+        """Store a new key with the hash of its secret (``ConflictError`` if the id is taken)."""
+        ...
+
+    async def find_key(self, key_id: str) -> tuple[ApiKey, str] | None:
+        """The key and its stored secret hash."""
+        ...
+
+    async def list_keys(self, tenant: str | None) -> list[ApiKey]: ...
+    async def revoke_key(self, key_id: str, now: int) -> bool:
+        """Revoke a live key; ``False`` if it is unknown or already revoked."""
         ...

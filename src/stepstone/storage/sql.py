@@ -20,6 +20,7 @@ from stepstone.domain.records import (
     Claim,
     Event,
     Instance,
+    Script,
     StepRecord,
     StepState,
     Version,
@@ -30,6 +31,7 @@ from stepstone.storage import rows
 from stepstone.storage.base import (
     KEEP,
     DueSchedule,
+    InstanceFilter,
     LeaseLostError,
     NewInstance,
     NewVersion,
@@ -38,7 +40,8 @@ from stepstone.storage.base import (
 )
 from stepstone.storage.database import Database
 from stepstone.storage.dialect import Dialect
-from stepstone.storage.tables import events, instances, steps, versions, workflows
+from stepstone.storage.keys_sql import KeyQueries
+from stepstone.storage.tables import events, instances, scripts, steps, versions, workflows
 from stepstone.storage.tables import schedules as cron_schedules
 
 _INSTANCE_FIELDS = frozenset(
@@ -51,11 +54,12 @@ _INSTANCE_FIELDS = frozenset(
         "rollback_outcome",
         "rollback_error_name",
         "rollback_error_message",
+        "purge_at",
     }
 )
 
 
-class SqlStore:
+class SqlStore(KeyQueries):
     """A ``Store`` over SQLAlchemy Core, for SQLite and PostgreSQL alike."""
 
     def __init__(self, db: Database, dialect: Dialect) -> None:
@@ -92,6 +96,7 @@ class SqlStore:
         script_name: str,
         schedules: Mapping[str, int],
         now: int,
+        settings: Mapping[str, Any] | None = None,
     ) -> Workflow:
         values = {
             "class_name": class_name,
@@ -99,6 +104,8 @@ class SqlStore:
             "schedules": json.dumps(list(schedules)),
             "modified_at": now,
         }
+        if settings is not None:
+            values["settings"] = json.dumps(settings)
         named = and_(workflows.c.tenant == tenant, workflows.c.name == name)
 
         def tx(conn: Connection) -> Workflow:
@@ -170,10 +177,78 @@ class SqlStore:
         row = await self._db.read(lambda conn: conn.execute(query).one_or_none())
         return None if row is None else rows.to_workflow(row)
 
-    async def list_workflows(self, tenant: str) -> list[Workflow]:
-        query = select(workflows).where(workflows.c.tenant == tenant).order_by(workflows.c.name)
-        found = await self._db.read(lambda conn: conn.execute(query).all())
-        return [rows.to_workflow(r) for r in found]
+    async def list_workflows(
+        self, tenant: str, *, search: str | None = None, limit: int | None = None, offset: int = 0
+    ) -> tuple[list[Workflow], int]:
+        where = [workflows.c.tenant == tenant]
+        if search:
+            escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            where.append(workflows.c.name.ilike(f"%{escaped}%", escape="\\"))
+        query = select(workflows).where(*where).order_by(workflows.c.name).offset(offset)
+        if limit is not None:
+            query = query.limit(limit)
+        total = select(func.count()).select_from(workflows).where(*where)
+
+        def tx(conn: Connection) -> tuple[list[Workflow], int]:
+            found = [rows.to_workflow(r) for r in conn.execute(query)]
+            return found, int(conn.execute(total).scalar_one())
+
+        return await self._db.read(tx)
+
+    async def delete_workflow(self, workflow_id: str) -> bool:
+        """Delete a workflow with its versions, instances, steps and events (not its script)."""
+
+        def tx(conn: Connection) -> bool:
+            pks = select(instances.c.pk).where(instances.c.workflow_id == workflow_id)
+            conn.execute(delete(events).where(events.c.instance_pk.in_(pks)))
+            conn.execute(delete(steps).where(steps.c.instance_pk.in_(pks)))
+            conn.execute(delete(instances).where(instances.c.workflow_id == workflow_id))
+            conn.execute(delete(cron_schedules).where(cron_schedules.c.workflow_id == workflow_id))
+            conn.execute(delete(versions).where(versions.c.workflow_id == workflow_id))
+            return bool(
+                conn.execute(delete(workflows).where(workflows.c.id == workflow_id)).rowcount
+            )
+
+        return await self._db.write(tx)
+
+    async def set_terminate_job(self, workflow_id: str, job: Mapping[str, Any]) -> None:
+        statement = (
+            update(workflows)
+            .where(workflows.c.id == workflow_id)
+            .values(terminate_job=json.dumps(job))
+        )
+        await self._db.write(lambda conn: conn.execute(statement))
+
+    async def put_script(
+        self, tenant: str, name: str, archive: bytes, source_hash: str, now: int
+    ) -> Script:
+        named = and_(scripts.c.tenant == tenant, scripts.c.name == name)
+
+        def tx(conn: Connection) -> Script:
+            changed = conn.execute(
+                update(scripts)
+                .where(named)
+                .values(archive=archive, source_hash=source_hash, modified_at=now)
+            ).rowcount
+            if not changed:
+                conn.execute(
+                    insert(scripts).values(
+                        tenant=tenant,
+                        name=name,
+                        archive=archive,
+                        source_hash=source_hash,
+                        created_at=now,
+                        modified_at=now,
+                    )
+                )
+            return rows.to_script(conn.execute(select(scripts).where(named)).one())
+
+        return await self._db.write(tx)
+
+    async def get_script(self, tenant: str, name: str) -> Script | None:
+        query = select(scripts).where(scripts.c.tenant == tenant, scripts.c.name == name)
+        row = await self._db.read(lambda conn: conn.execute(query).one_or_none())
+        return None if row is None else rows.to_script(row)
 
     async def get_version(self, version_id: str) -> Version | None:
         query = select(versions).where(versions.c.id == version_id)
@@ -233,35 +308,44 @@ class SqlStore:
         row = await self._db.read(lambda conn: conn.execute(query).one_or_none())
         return None if row is None else rows.to_instance(row)
 
-    async def list_instances(
-        self,
-        workflow_id: str,
-        *,
-        status: InstanceStatus | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-    ) -> Page:
-        query = select(instances).where(instances.c.workflow_id == workflow_id)
-        if status is not None:
-            query = query.where(instances.c.status == status.value)
-        if cursor:
-            created_at, pk = rows.decode_cursor(cursor)
-            query = query.where(
-                or_(
-                    instances.c.created_at < created_at,
-                    and_(instances.c.created_at == created_at, instances.c.pk < pk),
-                )
+    async def list_instances(self, workflow_id: str, query: InstanceFilter) -> Page:
+        where = [instances.c.workflow_id == workflow_id]
+        if query.status is not None:
+            where.append(instances.c.status == query.status.value)
+        if query.created_from is not None:
+            where.append(instances.c.created_at >= query.created_from)
+        if query.created_to is not None:
+            where.append(instances.c.created_at <= query.created_to)
+        total_query = select(func.count()).select_from(instances).where(*where)
+        key = (instances.c.created_at, instances.c.pk)
+        if query.cursor:
+            created_at, pk = rows.decode_cursor(query.cursor)
+            after = (
+                or_(key[0] < created_at, and_(key[0] == created_at, key[1] < pk))
+                if query.newest_first
+                else or_(key[0] > created_at, and_(key[0] == created_at, key[1] > pk))
             )
-        query = query.order_by(instances.c.created_at.desc(), instances.c.pk.desc()).limit(
-            limit + 1
+            where.append(after)
+        order = [k.desc() for k in key] if query.newest_first else list(key)
+        page_query = (
+            select(instances)
+            .where(*where)
+            .order_by(*order)
+            .offset(query.offset)
+            .limit(query.limit + 1)
         )
-        found = await self._db.read(lambda conn: conn.execute(query).all())
-        items = [rows.to_instance(r) for r in found]
+
+        def tx(conn: Connection) -> tuple[list[Instance], int | None]:
+            found = [rows.to_instance(r) for r in conn.execute(page_query)]
+            total = int(conn.execute(total_query).scalar_one()) if query.count else None
+            return found, total
+
+        items, total = await self._db.read(tx)
         next_cursor = None
-        if len(items) > limit:
-            items = items[:limit]
+        if len(items) > query.limit:
+            items = items[: query.limit]
             next_cursor = rows.encode_cursor(items[-1].created_at, items[-1].pk)
-        return Page(items, next_cursor)
+        return Page(items, next_cursor, total)
 
     async def change_status(
         self,
@@ -272,9 +356,10 @@ class SqlStore:
         now: int,
         fence: bool,
         ready_at: int | None = KEEP,
-        clear_history: bool = False,
+        clear_from_seq: int | None = None,
+        purge_at: int | None = None,
     ) -> Instance | None:
-        values: dict[str, Any] = {"status": target.value, "modified_at": now}
+        values: dict[str, Any] = {"status": target.value, "modified_at": now, "purge_at": purge_at}
         if fence:
             values.update(
                 lease_owner=None,
@@ -285,7 +370,7 @@ class SqlStore:
             values["ready_at"] = ready_at
         if target.is_terminal:
             values["ended_at"] = now
-        if clear_history:
+        if clear_from_seq is not None:
             values.update(
                 started_at=None,
                 ended_at=None,
@@ -306,13 +391,18 @@ class SqlStore:
             ).one_or_none()
             if row is None:
                 return None
-            if clear_history:
-                conn.execute(delete(steps).where(steps.c.instance_pk == pk))
-                conn.execute(
-                    delete(events).where(
-                        events.c.instance_pk == pk, events.c.consumed_by_name.is_not(None)
+            if clear_from_seq is not None:
+                # Steps from ``clear_from_seq`` on run again; so do the events they took.
+                cleared = and_(steps.c.instance_pk == pk, steps.c.seq >= clear_from_seq)
+                taken = [
+                    and_(events.c.consumed_by_name == name, events.c.consumed_by_count == count)
+                    for name, count in conn.execute(
+                        select(steps.c.name, steps.c.count).where(cleared)
                     )
-                )
+                ]
+                if taken:
+                    conn.execute(delete(events).where(events.c.instance_pk == pk, or_(*taken)))
+                conn.execute(delete(steps).where(cleared))
             return rows.to_instance(row)
 
         return await self._db.write(tx)
@@ -394,6 +484,24 @@ class SqlStore:
         )
         found = await self._db.write(lambda conn: conn.execute(statement).all())
         return [_owned(r) for r in found]
+
+    async def purge(self, now: int, limit: int) -> int:
+        def tx(conn: Connection) -> int:
+            pks = list(
+                conn.execute(
+                    select(instances.c.pk)
+                    .where(instances.c.purge_at <= now)
+                    .order_by(instances.c.purge_at)
+                    .limit(limit)
+                ).scalars()
+            )
+            if pks:
+                conn.execute(delete(events).where(events.c.instance_pk.in_(pks)))
+                conn.execute(delete(steps).where(steps.c.instance_pk.in_(pks)))
+                conn.execute(delete(instances).where(instances.c.pk.in_(pks)))
+            return len(pks)
+
+        return await self._db.write(tx)
 
     async def owned(self, owner: str) -> list[OwnedInstance]:
         query = select(*_OWNED).where(instances.c.lease_owner == owner)
