@@ -19,10 +19,12 @@ from rich.console import Console
 
 from stepstone.cli import views
 from stepstone.cli.process import Role, run_process
-from stepstone.domain.errors import StepstoneError
+from stepstone.domain.errors import StepstoneError, ValidationError
+from stepstone.domain.ids import check_tenant
 from stepstone.domain.status import Action, InstanceStatus
-from stepstone.engine import Engine
+from stepstone.engine import DEFAULT_TENANT, Engine
 from stepstone.engine.engine import Deployed
+from stepstone.engine.keys import KeyService
 from stepstone.storage import open_store
 from stepstone.storage.factory import ENV_URL
 
@@ -35,8 +37,10 @@ app = typer.Typer(
 instances_app = typer.Typer(help="List, inspect and change instances.", no_args_is_help=True)
 events_app = typer.Typer(help="Send events to waiting instances.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema operations.", no_args_is_help=True)
+keys_app = typer.Typer(help="Create, list and revoke tenants' API keys.", no_args_is_help=True)
 app.add_typer(instances_app, name="instances")
 app.add_typer(events_app, name="events")
+app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")
 
 out = Console()
@@ -54,6 +58,17 @@ DbOption = Annotated[
 ]
 HostOption = Annotated[str, typer.Option(help="Address to listen on.")]
 PortOption = Annotated[int, typer.Option(help="Port to listen on.")]
+
+
+def _check_tenant(value: str | None) -> str | None:
+    try:
+        return None if value is None else check_tenant(value)
+    except ValidationError as exc:
+        raise typer.BadParameter(exc.message) from None
+
+
+_TENANT_HELP = "Tenant (the account, project or organization of the HTTP APIs)."
+TenantOption = Annotated[str, typer.Option(help=_TENANT_HELP, callback=_check_tenant)]
 
 
 def main() -> None:
@@ -83,6 +98,14 @@ async def _with_engine(db: str | None, fn: Callable[[Engine], Awaitable[T]]) -> 
     store = await open_store(db)
     try:
         return await fn(Engine(store))
+    finally:
+        await store.close()
+
+
+async def _with_keys(db: str | None, fn: Callable[[KeyService], Awaitable[T]]) -> T:
+    store = await open_store(db)
+    try:
+        return await fn(KeyService(store))
     finally:
         await store.close()
 
@@ -180,11 +203,12 @@ async def deploy(
     class_name: Annotated[
         str | None, typer.Option("--class", help="Class to deploy (default: every one found).")
     ] = None,
+    tenant: TenantOption = DEFAULT_TENANT,
     db: DbOption = None,
 ) -> None:
     """Store FILE as a new immutable version of its workflow(s)."""
     deployed = await _with_engine(
-        db, lambda e: e.deploy_path(file, class_name=class_name, name=name)
+        db, lambda e: e.deploy_path(file, class_name=class_name, name=name, tenant=tenant)
     )
     _print_deployed(deployed)
 
@@ -196,17 +220,20 @@ async def run(
     params: Annotated[str | None, typer.Option(help="Params as JSON.")] = None,
     instance_id: Annotated[str | None, typer.Option("--id", help="Instance id.")] = None,
     wait: Annotated[bool, typer.Option(help="Follow the steps live until it ends.")] = False,
+    tenant: TenantOption = DEFAULT_TENANT,
     db: DbOption = None,
 ) -> None:
     """Start an instance of NAME; with --wait, exit non-zero if it does not complete."""
     payload = _json_arg(params, "--params")
 
     async def go(engine: Engine) -> InstanceStatus:
-        instance = await engine.create_instance(name, params=payload, instance_id=instance_id)
+        instance = await engine.create_instance(
+            name, params=payload, instance_id=instance_id, tenant=tenant
+        )
         out.print(instance.id)
         if not wait:
             return instance.status
-        return await views.follow(engine, name, instance.id, err)
+        return await views.follow(engine, name, instance.id, err, tenant=tenant)
 
     status = await _with_engine(db, go)
     if wait and status is not InstanceStatus.COMPLETE:
@@ -221,10 +248,13 @@ async def list_instances(
     status: Annotated[InstanceStatus | None, typer.Option(help="Only this status.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    tenant: TenantOption = DEFAULT_TENANT,
     db: DbOption = None,
 ) -> None:
     """List NAME's instances, newest first."""
-    page = await _with_engine(db, lambda e: e.list_instances(name, status=status, limit=limit))
+    page = await _with_engine(
+        db, lambda e: e.list_instances(name, status=status, limit=limit, tenant=tenant)
+    )
     if as_json:
         out.print_json(data=[views.instance_json(i) for i in page.items])
     else:
@@ -237,10 +267,11 @@ async def show_instance(
     name: Annotated[str, typer.Argument(help="Workflow name.")],
     instance_id: Annotated[str, typer.Argument(help="Instance id.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    tenant: TenantOption = DEFAULT_TENANT,
     db: DbOption = None,
 ) -> None:
     """Show an instance: status, params, output or error, and every step."""
-    view = await _with_engine(db, lambda e: e.get_instance(name, instance_id))
+    view = await _with_engine(db, lambda e: e.get_instance(name, instance_id, tenant=tenant))
     if as_json:
         out.print_json(data=views.view_json(view))
     else:
@@ -253,9 +284,12 @@ def _action_command(action: Action) -> None:
     async def command(
         name: Annotated[str, typer.Argument(help="Workflow name.")],
         instance_id: Annotated[str, typer.Argument(help="Instance id.")],
+        tenant: TenantOption = DEFAULT_TENANT,
         db: DbOption = None,
     ) -> None:
-        instance = await _with_engine(db, lambda e: e.change_status(name, instance_id, action))
+        instance = await _with_engine(
+            db, lambda e: e.change_status(name, instance_id, action, tenant=tenant)
+        )
         out.print(f"{instance.id}: {instance.status.value}")
 
 
@@ -271,12 +305,70 @@ async def send_event(
     instance_id: Annotated[str, typer.Argument(help="Instance id.")],
     event_type: Annotated[str, typer.Argument(metavar="TYPE", help="Event type.")],
     payload: Annotated[str | None, typer.Option(help="Payload as JSON.")] = None,
+    tenant: TenantOption = DEFAULT_TENANT,
     db: DbOption = None,
 ) -> None:
     """Send an event of TYPE to an instance (buffered until a wait takes it)."""
     data = _json_arg(payload, "--payload")
-    await _with_engine(db, lambda e: e.send_event(name, instance_id, event_type, data))
+    await _with_engine(
+        db, lambda e: e.send_event(name, instance_id, event_type, data, tenant=tenant)
+    )
     out.print(f"sent {event_type!r} to {instance_id}")
+
+
+# ---------------------------------------------------------------------- keys
+@keys_app.command("create")
+@_run
+async def create_key(
+    tenant: Annotated[str, typer.Option(help=_TENANT_HELP, callback=_check_tenant)],
+    scopes: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated: workflows:read, workflows:write, workflows:execute, admin."
+        ),
+    ],
+    name: Annotated[str | None, typer.Option(help="A label for people.")] = None,
+    owner: Annotated[str | None, typer.Option(help="Who the key belongs to.")] = None,
+    db: DbOption = None,
+) -> None:
+    """Create a key and print it alone on standard output: it is shown only this once."""
+    wanted = [s for s in scopes.split(",") if s.strip()]
+    key, token = await _with_keys(db, lambda k: k.create(tenant, wanted, name=name, owner=owner))
+    err.print(
+        f"created key {key.id} for tenant {key.tenant} ({', '.join(key.scopes)}); "
+        "store it now, only its hash is kept",
+        markup=False,
+    )
+    # Plain echo: no markup, no wrapping, so `KEY=$(stepstone keys create ...)` gets the key.
+    typer.echo(token)
+
+
+@keys_app.command("list")
+@_run
+async def list_keys(
+    tenant: Annotated[
+        str | None, typer.Option(help="Only this tenant's keys.", callback=_check_tenant)
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    db: DbOption = None,
+) -> None:
+    """List keys (never their secrets), revoked ones included."""
+    keys = await _with_keys(db, lambda k: k.list(tenant))
+    if as_json:
+        out.print_json(data=[views.key_json(k) for k in keys])
+    else:
+        out.print(views.keys_table(keys))
+
+
+@keys_app.command("revoke")
+@_run
+async def revoke_key(
+    key_id: Annotated[str, typer.Argument(help="Key id (as `keys list` shows it).")],
+    db: DbOption = None,
+) -> None:
+    """Revoke a key: every request with it is refused from now on."""
+    key = await _with_keys(db, lambda k: k.revoke(key_id))
+    out.print(f"{key.id}: revoked", markup=False)
 
 
 # ---------------------------------------------------------------------- database

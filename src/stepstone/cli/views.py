@@ -9,13 +9,14 @@ from typing import Any
 
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
 from stepstone.domain import jsonvalue
-from stepstone.domain.records import Instance, StepRecord, StepState
+from stepstone.domain.records import ApiKey, Instance, StepRecord, StepState
 from stepstone.domain.status import InstanceStatus
-from stepstone.engine import Engine, InstanceView
+from stepstone.engine import DEFAULT_TENANT, Engine, InstanceView
 
 _STATUS_STYLE = {
     InstanceStatus.COMPLETE: "green",
@@ -141,13 +142,20 @@ def view_json(view: InstanceView) -> dict[str, Any]:
     return data
 
 
-async def follow(engine: Engine, name: str, instance_id: str, console: Console) -> InstanceStatus:
+async def follow(
+    engine: Engine,
+    name: str,
+    instance_id: str,
+    console: Console,
+    *,
+    tenant: str = DEFAULT_TENANT,
+) -> InstanceStatus:
     """Show the instance live until it ends; return its final status."""
     hinted = False
     waited = 0.0
     with Live(console=console, refresh_per_second=8, transient=False) as live:
         while True:
-            view = await engine.get_instance(name, instance_id)
+            view = await engine.get_instance(name, instance_id, tenant=tenant)
             live.update(instance_panel(view))
             status = view.instance.status
             if status.is_terminal:
@@ -160,3 +168,31 @@ async def follow(engine: Engine, name: str, instance_id: str, console: Console) 
                 hinted = True
             await asyncio.sleep(0.2)
             waited += 0.2
+
+
+def keys_table(keys: Sequence[ApiKey]) -> Table:
+    """Keys as operators see them: never a secret or a hash (the records hold neither)."""
+    table = Table("id", "tenant", "name", "owner", "scopes", "created", "revoked")
+    for k in keys:
+        table.add_row(
+            k.id,
+            k.tenant,
+            escape(k.name),
+            escape(k.owner or ""),
+            ", ".join(k.scopes),
+            _time(k.created_at),
+            _time(k.revoked_at),
+        )
+    return table
+
+
+def key_json(key: ApiKey) -> dict[str, Any]:
+    return {
+        "id": key.id,
+        "tenant": key.tenant,
+        "name": key.name,
+        "owner": key.owner,
+        "scopes": list(key.scopes),
+        "created_at": _iso(key.created_at),
+        "revoked_at": _iso(key.revoked_at),
+    }

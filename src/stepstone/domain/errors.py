@@ -65,3 +65,17 @@ class WorkflowDefinitionError(ValidationError):
     """The workflow cannot be deployed as written."""
 
     code = "bad_workflow"
+
+
+class AuthenticationError(StepstoneError):
+    """Missing or invalid API key."""
+
+    # One message for every cause (absent, malformed, unknown, revoked), so a caller learns
+    # nothing about which keys exist.
+    code = "unauthorized"
+
+
+class PermissionDeniedError(StepstoneError):
+    """This API key lacks the scope this operation needs."""
+
+    code = "forbidden"

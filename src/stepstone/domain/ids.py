@@ -6,10 +6,15 @@ import re
 import uuid
 
 from stepstone.domain.errors import ValidationError
-from stepstone.domain.limits import MAX_INSTANCE_ID_LENGTH, MAX_WORKFLOW_NAME_LENGTH
+from stepstone.domain.limits import (
+    MAX_INSTANCE_ID_LENGTH,
+    MAX_TENANT_LENGTH,
+    MAX_WORKFLOW_NAME_LENGTH,
+)
 
 _INSTANCE_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
 _WORKFLOW_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_TENANT = re.compile(r"[A-Za-z0-9_.-]+")
 
 
 def new_id() -> str:
@@ -37,6 +42,20 @@ def check_workflow_name(value: str) -> str:
     if not _WORKFLOW_NAME.match(value):
         raise ValidationError(
             f"workflow name {value!r} may contain only letters, digits, '.', '-' and '_'"
+        )
+    return value
+
+
+def check_tenant(value: str) -> str:
+    """A tenant (account, project, organization) name, as keys and every row carry it."""
+    if not isinstance(value, str) or not value:
+        raise ValidationError("tenant must be a non-empty string")
+    if len(value) > MAX_TENANT_LENGTH:
+        raise ValidationError(f"tenant is longer than {MAX_TENANT_LENGTH} characters")
+    # fullmatch: '$' would let a trailing newline through.
+    if not _TENANT.fullmatch(value):
+        raise ValidationError(
+            f"tenant {value!r} may contain only letters, digits, '.', '-' and '_'"
         )
     return value
 
