@@ -1,16 +1,79 @@
-"""The FastAPI app factory: it receives its engine; the API families mount here."""
+"""The FastAPI app factory: it receives its engine; each API family mounts its router here.
+
+Errors are rendered in the shape of the family whose path was called, so a client never sees
+another family's envelope, a bare 500 or a traceback.
+"""
 
 from __future__ import annotations
 
-from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+import logging
+from collections.abc import Callable
 
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
+from starlette.exceptions import HTTPException
+
+from stepstone.api import cloudflare
+from stepstone.api.cloudflare import envelope
+from stepstone.api.errors import http_status
+from stepstone.domain.errors import StepstoneError
 from stepstone.engine import Engine
 
+log = logging.getLogger(__name__)
 
-def create_app(engine: Engine) -> FastAPI:
-    app = FastAPI(title="Stepstone", version="0.1.0")
+Render = Callable[[int, str], JSONResponse]
+#: path prefix -> how that family shapes an error
+_FAMILIES: tuple[tuple[str, Render], ...] = ((envelope.PREFIX, envelope.failure),)
+
+
+def _plain(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def _render(request: Request, status: int, message: str) -> JSONResponse:
+    for prefix, render in _FAMILIES:
+        if request.url.path.startswith(prefix):
+            return render(status, message)
+    return _plain(status, message)
+
+
+def create_app(engine: Engine, *, open_access: bool = False) -> FastAPI:
+    """``open_access`` (``stepstone dev``): any token is accepted, all in the local tenant."""
+    app = FastAPI(
+        title="Stepstone",
+        version="0.1.0",
+        description="A durable workflow engine. The Cloudflare-compatible Workflows API lives "
+        "under /client/v4/accounts/{account_id}/workflows.",
+    )
     app.state.engine = engine
+    app.state.open_access = open_access
+
+    @app.exception_handler(StepstoneError)
+    async def domain_error(request: Request, exc: StepstoneError) -> JSONResponse:
+        return _render(request, http_status(exc), exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _render(request, 400, envelope.describe(exc))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        detail = exc.detail if isinstance(exc.detail, str) else "request failed"
+        if exc.status_code == 404 and detail == "Not Found":
+            detail = f"no such route: {request.method} {request.url.path}"
+        return _render(request, exc.status_code, detail)
+
+    @app.exception_handler(DBAPIError)
+    async def database_error(request: Request, exc: DBAPIError) -> JSONResponse:
+        log.warning("database error on %s: %s", request.url.path, exc.orig)
+        return _render(request, 503, "the database is unavailable; try again shortly")
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return _render(request, 500, "internal error; the server log has the details")
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> JSONResponse:
@@ -24,4 +87,5 @@ def create_app(engine: Engine) -> FastAPI:
             )
         return JSONResponse({"status": "ok"})
 
+    cloudflare.install(app)
     return app

@@ -7,6 +7,7 @@ Every command that reads or changes state talks to the database directly (``--db
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
@@ -153,7 +154,22 @@ def dev(
         if not path.exists():
             err.print(f"[red]error:[/red] {path} does not exist")
             raise typer.Exit(2)
-    _serve(db, host=host, port=port, role=Role.ALL, deploy=paths, watch=watch)
+    if not _is_loopback(host):
+        err.print(
+            f"[red]error:[/red] stepstone dev accepts any token, so it only listens on loopback "
+            f"(127.0.0.1, ::1, localhost), not {host!r}; use stepstone serve with API keys"
+        )
+        raise typer.Exit(2)
+    _serve(db, host=host, port=port, role=Role.ALL, deploy=paths, watch=watch, open_access=True)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @app.command()
@@ -170,9 +186,15 @@ def _serve(
     role: Role,
     deploy: list[Path] | None = None,
     watch: bool = False,
+    open_access: bool = False,
 ) -> None:
     def ready(where: str) -> None:
         err.print(f"[green]Stepstone ready[/green]: {where}")
+        if open_access:
+            err.print(
+                "local dev mode: no API keys needed, any token works, and every account id "
+                f"is the {DEFAULT_TENANT!r} tenant (listening on loopback only)"
+            )
 
     try:
         asyncio.run(
@@ -183,6 +205,7 @@ def _serve(
                 port=port,
                 deploy=deploy or (),
                 watch=watch,
+                open_access=open_access,
                 on_deployed=_print_deployed,
                 on_ready=ready,
             )

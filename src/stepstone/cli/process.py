@@ -38,6 +38,7 @@ async def run_process(
     deploy: Sequence[Path] = (),
     watch: bool = False,
     settings: WorkerSettings | None = None,
+    open_access: bool = False,
     on_deployed: Callable[[list[Deployed]], None] | None = None,
     on_ready: Callable[[str], None] | None = None,
 ) -> None:
@@ -59,7 +60,7 @@ async def run_process(
             tasks.append(asyncio.create_task(worker.run(stop), name="worker"))
         if role in (Role.ALL, Role.API):
             config = uvicorn.Config(
-                create_app(engine),
+                create_app(engine, open_access=open_access),
                 host=host,
                 port=port,
                 log_level="warning",
@@ -69,6 +70,11 @@ async def run_process(
             tasks.append(asyncio.create_task(_serve(server, stop), name="http"))
         if watch and deploy:
             tasks.append(asyncio.create_task(_watch(engine, deploy, on_deployed), name="watch"))
+        if role is not Role.WORKER and not open_access and not await store.list_keys(None):
+            log.warning(
+                "no API keys exist yet, so every API request will answer 401; create one with "
+                "`stepstone keys create --tenant NAME --scopes admin`"
+            )
         _install_signal_handlers(stop)
         if on_ready:
             where = f"http://{host}:{port}" if role is not Role.WORKER else "worker only"

@@ -39,6 +39,8 @@ class WorkerSettings:
     """How long a waiting instance stays in memory before it is evicted."""
     drain_ms: int = 10_000
     """On stop, how long running attempts may take to finish before they are cancelled."""
+    purge_every_ms: int = 60_000
+    """How often to delete finished instances past their retention."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> WorkerSettings:
@@ -92,6 +94,7 @@ class Worker:
         self.id = worker_id or new_worker_id()
         self._runs: dict[int, tuple[InstanceRun, asyncio.Task[None]]] = {}
         self._checked_at = 0
+        self._purged_at = 0
 
     @property
     def running(self) -> int:
@@ -108,6 +111,7 @@ class Worker:
                 if changed & self._runs.keys() or stale:
                     await self.refresh(renew=False)
                 await fire_due(self.store, self.clock, self.notifier)
+                await self._purge()
                 await self._claim()
                 await self._idle(stop)
                 if heartbeat.done():
@@ -137,6 +141,16 @@ class Worker:
         finally:
             for waiting in waits:
                 waiting.cancel()
+
+    async def _purge(self) -> None:
+        """Now and then, delete finished instances whose retention has run out."""
+        now = self.clock.now_ms()
+        if now - self._purged_at < self.settings.purge_every_ms:
+            return
+        self._purged_at = now
+        purged = await self.store.purge(now, 1_000)
+        if purged:
+            log.info("purged %d instances past their retention", purged)
 
     async def _claim(self) -> int:
         room = self.settings.max_concurrency - self.running
