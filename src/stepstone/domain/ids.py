@@ -26,7 +26,7 @@ def check_instance_id(value: str) -> str:
         raise ValidationError("instance id must be a non-empty string")
     if len(value) > MAX_INSTANCE_ID_LENGTH:
         raise ValidationError(f"instance id is longer than {MAX_INSTANCE_ID_LENGTH} characters")
-    if not _INSTANCE_ID.match(value):
+    if not _INSTANCE_ID.fullmatch(value):
         raise ValidationError(
             f"instance id {value!r} may contain only letters, digits, '-' and '_', "
             "and must not start with '-'"
@@ -39,7 +39,7 @@ def check_workflow_name(value: str) -> str:
         raise ValidationError("workflow name must be a non-empty string")
     if len(value) > MAX_WORKFLOW_NAME_LENGTH:
         raise ValidationError(f"workflow name is longer than {MAX_WORKFLOW_NAME_LENGTH} characters")
-    if not _WORKFLOW_NAME.match(value):
+    if not _WORKFLOW_NAME.fullmatch(value):
         raise ValidationError(
             f"workflow name {value!r} may contain only letters, digits, '.', '-' and '_'"
         )

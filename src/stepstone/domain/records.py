@@ -178,6 +178,8 @@ class Instance:
     success_retention_ms: int | None = None
     error_retention_ms: int | None = None
     purge_at: int | None = None
+    terminating: bool = False
+    """Terminated with rollback: compensations run, then the instance ends terminated."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -380,6 +380,7 @@ class Engine:
         action: Action | str,
         *,
         restart_from: StepRef | None = None,
+        rollback: bool = False,
         tenant: str = DEFAULT_TENANT,
     ) -> Instance:
         """Pause, resume, terminate or restart, by the one transition table.
@@ -395,8 +396,14 @@ class Engine:
             clear_from = 0 if restart_from is None else await self._seq_of(instance, restart_from)
         elif restart_from is not None:
             raise ValidationError("'from' only goes with a restart")
+        if rollback and action is not Action.TERMINATE:
+            raise ValidationError("rollback only goes with terminate")
         for _ in range(10):  # lose a race with the runtime, read again, decide again
             target = next_status(action, instance.status)
+            # Terminating with rollback: a worker compensates what was done, then terminates.
+            compensate = rollback and instance.status is not S.ROLLING_BACK
+            if compensate:
+                target = S.ROLLING_BACK
             # Taking an instance from a worker (fence) is right unless a step is mid-flight
             # and the pause must wait for it (waitingForPause), or a pending pause is withdrawn.
             mid_step = instance.status in (S.RUNNING, S.WAITING_FOR_PAUSE) and action in (
@@ -410,9 +417,14 @@ class Engine:
                 target=target,
                 now=now,
                 fence=not mid_step,
-                ready_at=KEEP if mid_step else now if target is S.QUEUED else None,
+                ready_at=KEEP
+                if mid_step
+                else now
+                if target in (S.QUEUED, S.ROLLING_BACK)
+                else None,
                 clear_from_seq=clear_from,
                 purge_at=self._purge_at(instance, target),
+                terminating=compensate,
             )
             if changed is not None:
                 self.notifier.instance_changed(changed.pk)

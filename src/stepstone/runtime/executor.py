@@ -25,11 +25,16 @@ from stepstone.runtime.history import History
 from stepstone.runtime.loader import VersionLoader
 from stepstone.runtime.step import DurableStep, error_message, error_name, to_datetime
 from stepstone.sdk.entrypoint import WorkflowEvent
-from stepstone.sdk.errors import StepFailedError
+from stepstone.sdk.errors import InstanceTerminatedError, StepFailedError
 from stepstone.storage.base import LeaseLostError, Store
 
 log = logging.getLogger(__name__)
 S = InstanceStatus
+
+
+class ReplayEnd(BaseException):
+    """Replay reached work not done yet while the instance only compensates (terminate with
+    rollback): stop ``run`` here; the compensations of what was done come next."""
 
 
 @dataclass(eq=False)
@@ -67,6 +72,7 @@ class InstanceRun:
         self.pause_requested = claim.instance.status is S.WAITING_FOR_PAUSE
         self.draining = False
         self.rolling_back = claim.instance.status is S.ROLLING_BACK
+        self.terminating = claim.instance.terminating
         self._active = 0
         self._waiters: set[_Waiter] = set()
         self._changed = asyncio.Event()
@@ -134,6 +140,11 @@ class InstanceRun:
         finally:
             self._waiters.discard(waiter)
             self._changed.set()
+
+    def check_new_work(self) -> None:
+        """A step is about to do new work: not allowed while terminating with rollback."""
+        if self.terminating:
+            raise ReplayEnd
 
     async def gate(self) -> None:
         """A step boundary: hold here while a pause is requested or the worker drains."""
@@ -274,8 +285,15 @@ class InstanceRun:
         try:
             workflow = cls(self.env)
             result = await workflow.run(event, step)
+            if self.terminating:
+                raise ReplayEnd
             self.history.check_all_reached()
             output = jsonvalue.encode(result, what="the workflow's return value")
+        except ReplayEnd:
+            terminated = InstanceTerminatedError("the instance was terminated with rollback")
+            outcome = await self._compensate(step, terminated)
+            await self._finish(S.TERMINATED, **outcome)
+            return
         except DeterminismError as exc:
             self._log.error("determinism error: %s", exc.message)
             await self._finish(S.ERRORED, error=exc)
@@ -284,29 +302,35 @@ class InstanceRun:
             if self.history.divergence is not None:  # the code caught it; it still stands
                 await self._finish(S.ERRORED, error=self.history.divergence)
                 return
-            await self._fail(step, exc)
+            if self.terminating:  # the replay ended in a failure: terminate wins all the same
+                outcome = await self._compensate(step, exc)
+                await self._finish(S.TERMINATED, **outcome)
+                return
+            await self._finish(S.ERRORED, error=exc, **await self._compensate(step, exc))
             return
         await self._finish(S.COMPLETE, output=output)
 
-    async def _fail(self, step: DurableStep, exc: Exception) -> None:
-        rollback: dict[str, Any] = {}
-        if step.compensations:
-            self.rolling_back = True
-            await self._move(S.ROLLING_BACK)
-            first_error: BaseException | None = None
-            for comp in sorted(step.compensations, key=lambda c: c.seq, reverse=True):
-                try:
-                    await step.run_compensation(comp, exc)
-                except Exception as rb_exc:
-                    first_error = first_error or rb_exc
-            rollback = {"rollback_outcome": "failed" if first_error else "complete"}
-            if first_error is not None:
-                inner = first_error.__cause__ or first_error
-                rollback.update(
-                    rollback_error_name=_name_of(first_error, inner),
-                    rollback_error_message=_message_of(first_error, inner),
-                )
-        await self._finish(S.ERRORED, error=exc, **rollback)
+    async def _compensate(self, step: DurableStep, exc: BaseException) -> dict[str, Any]:
+        """Run the completed steps' compensations newest first, as durable rollback steps;
+        return the outcome fields (nothing when there was nothing to undo)."""
+        if not step.compensations:
+            return {}
+        self.rolling_back = True
+        await self._move(S.ROLLING_BACK)
+        first_error: BaseException | None = None
+        for comp in sorted(step.compensations, key=lambda c: c.seq, reverse=True):
+            try:
+                await step.run_compensation(comp, exc)
+            except Exception as rb_exc:
+                first_error = first_error or rb_exc
+        outcome: dict[str, Any] = {"rollback_outcome": "failed" if first_error else "complete"}
+        if first_error is not None:
+            inner = first_error.__cause__ or first_error
+            outcome.update(
+                rollback_error_name=_name_of(first_error, inner),
+                rollback_error_message=_message_of(first_error, inner),
+            )
+        return outcome
 
     async def _finish(
         self,

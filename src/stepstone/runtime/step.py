@@ -130,6 +130,8 @@ class DurableStep(WorkflowStep):
             return jsonvalue.decode(record.output), record
         if record is not None and record.state is StepState.ERRORED:
             raise StepFailedError(name, record.error_name or "Error", record.error_message or "")
+        if type is not StepType.ROLLBACK:
+            run.check_new_work()
         if record is None:
             record = StepRecord(
                 name=name,
@@ -230,6 +232,8 @@ class DurableStep(WorkflowStep):
         _check_name(name)
         run = self._run
         count, record = run.history.lookup(name, StepType.SLEEP)
+        if record is None or record.state is StepState.WAITING:
+            run.check_new_work()
         if record is None:
             now = run.clock.now_ms()
             await run.gate()
@@ -256,6 +260,8 @@ class DurableStep(WorkflowStep):
             raise ValidationError("wait_for_event needs an event type")
         run = self._run
         count, record = run.history.lookup(name, StepType.WAIT_FOR_EVENT)
+        if record is None or record.state is StepState.WAITING:
+            run.check_new_work()
         if record is None:
             now = run.clock.now_ms()
             ms = DEFAULT_WAIT_TIMEOUT_MS if timeout is None else to_ms(timeout, what="timeout")

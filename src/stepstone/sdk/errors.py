@@ -35,5 +35,9 @@ class WaitForEventTimeoutError(StepFailedError):
     """No matching event arrived before the wait's timeout."""
 
 
+class InstanceTerminatedError(Exception):
+    """Given to compensations when a user terminated the instance with rollback."""
+
+
 class StepLimitError(Exception):
     """The instance tried to run more steps than its version allows."""

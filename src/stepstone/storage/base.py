@@ -162,6 +162,7 @@ class Store(Protocol):
         ready_at: int | None = KEEP,
         clear_from_seq: int | None = None,
         purge_at: int | None = None,
+        terminating: bool = False,
     ) -> Instance | None:
         """Compare-and-set a user's status change. ``fence`` takes the instance from its
         worker; ``clear_from_seq`` deletes the steps from that one on (0: all of them)."""

@@ -41,6 +41,7 @@ def new_instance_row(n: NewInstance, now: int) -> dict[str, Any]:
         "modified_at": now,
         "ready_at": now,
         "lease_epoch": 0,
+        "terminating": False,
     }
 
 
@@ -128,6 +129,7 @@ def to_instance(row: Row[Any]) -> Instance:
         success_retention_ms=row.success_retention_ms,
         error_retention_ms=row.error_retention_ms,
         purge_at=row.purge_at,
+        terminating=bool(row.terminating),
     )
 
 

@@ -358,8 +358,14 @@ class SqlStore(KeyQueries):
         ready_at: int | None = KEEP,
         clear_from_seq: int | None = None,
         purge_at: int | None = None,
+        terminating: bool = False,
     ) -> Instance | None:
-        values: dict[str, Any] = {"status": target.value, "modified_at": now, "purge_at": purge_at}
+        values: dict[str, Any] = {
+            "status": target.value,
+            "modified_at": now,
+            "purge_at": purge_at,
+            "terminating": terminating,
+        }
         if fence:
             values.update(
                 lease_owner=None,

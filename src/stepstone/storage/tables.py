@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     ForeignKey,
     Index,
@@ -101,6 +102,8 @@ instances = Table(
     Column("lease_owner", String(64), nullable=True),
     Column("lease_expires_at", Millis, nullable=True),
     Column("lease_epoch", Integer, nullable=False, server_default="0"),
+    # A terminate with rollback: compensate, then end as terminated (not errored).
+    Column("terminating", Boolean, nullable=False, server_default=text("false")),
     UniqueConstraint("workflow_id", "id"),
     # The claim query: ready instances, oldest first.
     Index(

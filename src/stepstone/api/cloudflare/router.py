@@ -297,16 +297,17 @@ async def change_status(
 ) -> dict[str, Any]:
     """Pause, resume, terminate or restart (optionally from a step)."""
     action = Action.parse(body.status)
-    if body.rollback:
-        if action is not Action.TERMINATE:
-            raise ValidationError("rollback only goes with terminate")
-        raise ValidationError("terminate with rollback is not supported yet; terminate without it")
     restart_from = None
     if body.from_ is not None:
         kind = _STEP_TYPES[body.from_.type] if body.from_.type else None
         restart_from = StepRef(body.from_.name, body.from_.count, kind)
     changed = await who.engine.change_status(
-        workflow_name, instance_id, action, restart_from=restart_from, tenant=who.tenant
+        workflow_name,
+        instance_id,
+        action,
+        restart_from=restart_from,
+        rollback=body.rollback,
+        tenant=who.tenant,
     )
     return ok({"status": changed.status.value, "timestamp": shapes.iso(changed.modified_at)})
 

@@ -131,6 +131,7 @@ def upgrade() -> None:
         sa.Column("lease_owner", sa.String(length=64), nullable=True),
         sa.Column("lease_expires_at", sa.BigInteger(), nullable=True),
         sa.Column("lease_epoch", sa.Integer(), server_default="0", nullable=False),
+        sa.Column("terminating", sa.Boolean(), server_default=sa.text("(false)"), nullable=False),
         sa.ForeignKeyConstraint(
             ["version_id"], ["versions.id"], name=op.f("fk_instances_version_id_versions")
         ),
