@@ -17,7 +17,7 @@ class Dialect(Protocol):
     name: str
 
     def is_unique_violation(self, exc: IntegrityError) -> bool: ...
-    def skip_locked(self, query: Select[Any]) -> Select[Any]: ...
+    def skip_locked(self, query: Select[Any], *, of: Table) -> Select[Any]: ...
     def upsert(self, table: Table, *, keys: Sequence[str], where: ColumnElement[bool]) -> Insert:
         """INSERT of every column (values given at execution), updating all but ``keys`` on
         conflict where ``where`` holds. Built once: the hot path only binds parameters."""
@@ -69,7 +69,7 @@ class SqliteDialect:
     def is_unique_violation(self, exc: IntegrityError) -> bool:
         return "UNIQUE constraint failed" in str(exc.orig)
 
-    def skip_locked(self, query: Select[Any]) -> Select[Any]:
+    def skip_locked(self, query: Select[Any], *, of: Table) -> Select[Any]:
         return query  # BEGIN IMMEDIATE already serialises writers.
 
     def upsert(self, table: Table, *, keys: Sequence[str], where: ColumnElement[bool]) -> Insert:
@@ -90,8 +90,8 @@ class PostgresDialect:
     def is_unique_violation(self, exc: IntegrityError) -> bool:
         return getattr(exc.orig, "sqlstate", None) == "23505"
 
-    def skip_locked(self, query: Select[Any]) -> Select[Any]:
-        return query.with_for_update(skip_locked=True)
+    def skip_locked(self, query: Select[Any], *, of: Table) -> Select[Any]:
+        return query.with_for_update(skip_locked=True, of=of)
 
     def upsert(self, table: Table, *, keys: Sequence[str], where: ColumnElement[bool]) -> Insert:
         stmt = postgresql.insert(table)

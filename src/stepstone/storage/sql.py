@@ -106,6 +106,7 @@ class SqlStore(KeyQueries):
         }
         if settings is not None:
             values["settings"] = json.dumps(settings)
+            values["concurrency_limit"] = (settings.get("concurrency") or {}).get("limit")
         named = and_(workflows.c.tenant == tenant, workflows.c.name == name)
 
         def tx(conn: Connection) -> Workflow:
@@ -450,19 +451,39 @@ class SqlStore(KeyQueries):
         limit: int,
         runnable: Collection[InstanceStatus],
     ) -> list[Claim]:
+        running = instances.alias("running")
+        busy = (
+            select(func.count())
+            .where(
+                running.c.workflow_id == instances.c.workflow_id, running.c.lease_expires_at >= now
+            )
+            .scalar_subquery()
+        )
         candidates = self._dialect.skip_locked(
-            select(instances.c.pk)
+            select(instances.c.pk, instances.c.workflow_id, workflows.c.concurrency_limit)
+            .join(workflows, workflows.c.id == instances.c.workflow_id)
             .where(
                 instances.c.ready_at <= now,
                 or_(instances.c.lease_expires_at.is_(None), instances.c.lease_expires_at < now),
                 instances.c.status.in_([s.value for s in runnable]),
+                # A workflow at its concurrency limit waits; others are not held up by it.
+                or_(workflows.c.concurrency_limit.is_(None), workflows.c.concurrency_limit > busy),
             )
             .order_by(instances.c.ready_at)
-            .limit(limit)
+            .limit(limit),
+            of=instances,
         )
 
         def tx(conn: Connection) -> list[Instance]:
-            pks = list(conn.execute(candidates).scalars())
+            found = conn.execute(candidates).all()
+            room = _room(conn, found, now)
+            pks = []
+            for row in found:
+                if row.workflow_id in room:
+                    if room[row.workflow_id] <= 0:
+                        continue
+                    room[row.workflow_id] -= 1
+                pks.append(row.pk)
             if not pks:
                 return []
             result = conn.execute(
@@ -683,6 +704,21 @@ class SqlStore(KeyQueries):
             return bool(moved == 1)
 
         return await self._db.write(tx)
+
+
+def _room(conn: Connection, found: Sequence[Row[Any]], now: int) -> dict[str, int]:
+    """How many more instances each concurrency-limited workflow among ``found`` may run."""
+    limits = {r.workflow_id: r.concurrency_limit for r in found if r.concurrency_limit is not None}
+    if not limits:
+        return {}
+    busy: dict[str, int] = dict(
+        conn.execute(
+            select(instances.c.workflow_id, func.count())
+            .where(instances.c.workflow_id.in_(limits), instances.c.lease_expires_at >= now)
+            .group_by(instances.c.workflow_id)
+        ).all()
+    )
+    return {w: limit - busy.get(w, 0) for w, limit in limits.items()}
 
 
 _OWNED = (instances.c.pk, instances.c.status, instances.c.lease_epoch, instances.c.ready_at)

@@ -44,6 +44,8 @@ workflows = Table(
     Column("settings", Text, nullable=False, server_default="{}"),
     # JSON: limits, concurrency, default_retention, as the Cloudflare API sets them.
     Column("terminate_job", Text, nullable=True),
+    # settings["concurrency"]["limit"], as a column so that claiming can respect it.
+    Column("concurrency_limit", Integer, nullable=True),
     # JSON status of the last terminate-all job.
     Column("created_at", Millis, nullable=False),
     Column("modified_at", Millis, nullable=False),

@@ -54,6 +54,7 @@ def upgrade() -> None:
         sa.Column("schedules", sa.Text(), server_default="[]", nullable=False),
         sa.Column("settings", sa.Text(), server_default="{}", nullable=False),
         sa.Column("terminate_job", sa.Text(), nullable=True),
+        sa.Column("concurrency_limit", sa.Integer(), nullable=True),
         sa.Column("created_at", sa.BigInteger(), nullable=False),
         sa.Column("modified_at", sa.BigInteger(), nullable=False),
         sa.Column("triggered_at", sa.BigInteger(), nullable=True),
