@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from stepstone.runtime.clock import FakeClock
 from stepstone.storage import open_store
 from stepstone.storage.sql import SqlStore
 from stepstone.worker.worker import Worker, WorkerSettings
-from tests.postgres import fresh_database
+from tests.postgres import fresh_database, migrated_template
 
 
 @pytest.fixture
@@ -26,13 +27,34 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqlStore]:
-    store = await open_store(f"sqlite:///{tmp_path / 'stepstone.db'}")
-    try:
-        yield store
-    finally:
-        await store.close()
+BACKENDS = os.environ.get("STEPSTONE_TEST_BACKENDS", "sqlite,postgresql").split(",")
+
+
+@pytest.fixture(scope="session")
+def postgres_template() -> Iterator[str]:
+    """One migrated database per test session; each test gets a quick copy of it."""
+    with migrated_template() as name:
+        yield name
+
+
+@pytest.fixture(params=BACKENDS)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SqlStore]:
+    """A real store: a SQLite file, and (marked ``postgres``) a PostgreSQL database."""
+    if request.param == "sqlite":
+        store = await open_store(f"sqlite:///{tmp_path / 'stepstone.db'}")
+        try:
+            yield store
+        finally:
+            await store.close()
+        return
+    request.applymarker(pytest.mark.postgres)
+    template = request.getfixturevalue("postgres_template")
+    async for url in fresh_database(template):
+        store = await open_store(url, migrate=False)
+        try:
+            yield store
+        finally:
+            await store.close()
 
 
 @pytest.fixture

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
 from sqlalchemy.ext.asyncio import create_async_engine
+
+from stepstone.storage.dialect import run_migrations
 
 ADMIN_URL = os.environ.get(
     "STEPSTONE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -20,12 +23,14 @@ def postgres_required() -> bool:
     return bool(os.environ.get("CI") or os.environ.get("STEPSTONE_REQUIRE_POSTGRES"))
 
 
-async def fresh_database() -> AsyncIterator[str]:
+async def fresh_database(template: str | None = None) -> AsyncIterator[str]:
+    """A new empty database (or a copy of ``template``), dropped afterwards."""
     admin = create_async_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
     name = f"stepstone_test_{uuid.uuid4().hex[:12]}"
+    copy = f' TEMPLATE "{template}"' if template else ""
     try:
         async with admin.connect() as conn:
-            await conn.execute(text(f'CREATE DATABASE "{name}"'))
+            await conn.execute(text(f'CREATE DATABASE "{name}"{copy}'))
     except Exception as exc:
         await admin.dispose()
         message = f"PostgreSQL is not reachable at {ADMIN_URL}: {type(exc).__name__}: {exc}"
@@ -33,8 +38,38 @@ async def fresh_database() -> AsyncIterator[str]:
             pytest.fail(message)
         pytest.skip(message + " (set STEPSTONE_TEST_POSTGRES_URL to test it)")
     try:
-        yield ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+        yield url_of(name)
     finally:
         async with admin.connect() as conn:
             await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         await admin.dispose()
+
+
+def url_of(database: str) -> str:
+    return ADMIN_URL.rsplit("/", 1)[0] + f"/{database}"
+
+
+@contextmanager
+def migrated_template() -> Iterator[str]:
+    """A database with the schema migrated, to copy per test (CREATE DATABASE ... TEMPLATE)."""
+    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = f"stepstone_template_{uuid.uuid4().hex[:12]}"
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:
+        admin.dispose()
+        message = f"PostgreSQL is not reachable at {ADMIN_URL}: {type(exc).__name__}: {exc}"
+        if postgres_required():
+            pytest.fail(message)
+        pytest.skip(message + " (set STEPSTONE_TEST_POSTGRES_URL to test it)")
+    try:
+        migrator = create_engine(url_of(name))
+        with migrator.begin() as conn:
+            run_migrations(conn)
+        migrator.dispose()
+        yield name
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

@@ -137,6 +137,8 @@ def database_texts(db_file: Path) -> list[str]:
 async def test_the_clear_key_is_nowhere_in_the_database(
     keys: KeyService, store: SqlStore, tmp_path: Path
 ) -> None:
+    if not store.url.startswith("sqlite"):
+        pytest.skip("reads the SQLite file's bytes; the hashing itself is backend-independent")
     key, token = await keys.create("acme", ["admin"], name="deploy", owner="ann")
     secret = token.split("_", 2)[2]
     found = await store.find_key(key.id)
