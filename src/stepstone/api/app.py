@@ -12,7 +12,6 @@ from collections.abc import Callable
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException
 
 from stepstone.api import cloudflare
@@ -64,11 +63,6 @@ def create_app(engine: Engine, *, open_access: bool = False) -> FastAPI:
         if exc.status_code == 404 and detail == "Not Found":
             detail = f"no such route: {request.method} {request.url.path}"
         return _render(request, exc.status_code, detail)
-
-    @app.exception_handler(DBAPIError)
-    async def database_error(request: Request, exc: DBAPIError) -> JSONResponse:
-        log.warning("database error on %s: %s", request.url.path, exc.orig)
-        return _render(request, 503, "the database is unavailable; try again shortly")
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

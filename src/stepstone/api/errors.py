@@ -8,6 +8,7 @@ from stepstone.domain.errors import (
     NotFoundError,
     PermissionDeniedError,
     StepstoneError,
+    StoreUnavailableError,
 )
 
 _STATUS: tuple[tuple[type[StepstoneError], int], ...] = (
@@ -15,18 +16,13 @@ _STATUS: tuple[tuple[type[StepstoneError], int], ...] = (
     (PermissionDeniedError, 403),
     (NotFoundError, 404),
     (ConflictError, 409),
+    (StoreUnavailableError, 503),
 )
 
 
 def http_status(exc: StepstoneError) -> int:
-    """404, 409, 401, 403 by kind; every other user-facing error is a bad request."""
+    """401, 403, 404, 409, 503 by kind; every other user-facing error is a bad request."""
     for kind, status in _STATUS:
         if isinstance(exc, kind):
             return status
     return 400
-
-
-class ServiceUnavailableError(StepstoneError):
-    """The database cannot be reached right now; try again shortly."""
-
-    code = "unavailable"

@@ -67,6 +67,12 @@ class WorkflowDefinitionError(ValidationError):
     code = "bad_workflow"
 
 
+class StoreUnavailableError(StepstoneError):
+    """The database cannot be reached right now; try again shortly."""
+
+    code = "unavailable"
+
+
 class AuthenticationError(StepstoneError):
     """Missing or invalid API key."""
 

@@ -14,10 +14,10 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from stepstone.domain import jsonvalue
-from stepstone.domain.errors import DeterminismError, StepstoneError
+from stepstone.domain.errors import DeterminismError, StepstoneError, StoreUnavailableError
 from stepstone.domain.records import Claim, StepRecord
 from stepstone.domain.status import InstanceStatus, runtime_sources
 from stepstone.runtime.clock import Clock
@@ -29,7 +29,25 @@ from stepstone.sdk.errors import InstanceTerminatedError, StepFailedError
 from stepstone.storage.base import LeaseLostError, Store
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 S = InstanceStatus
+
+
+class StoreFailedError(BaseException):
+    """The database failed under a running instance. Not an ``Exception``, so the workflow's
+    code cannot catch it and go on with a history that was not committed: the run stops, and
+    the instance resumes from its committed steps once its lease lapses."""
+
+
+async def _stored(call: Awaitable[T]) -> T:
+    try:
+        return await call
+    except StoreUnavailableError as exc:
+        raise StoreFailedError(exc.message) from exc
+    except StepstoneError:
+        raise
+    except Exception as exc:
+        raise StoreFailedError(f"{type(exc).__name__}: {exc}") from exc
 
 
 class ReplayEnd(BaseException):
@@ -83,11 +101,11 @@ class InstanceRun:
 
     # ------------------------------------------------------------ used by DurableStep
     async def save(self, record: StepRecord) -> None:
-        await self.store.save_step(self.claim, record, self.clock.now_ms())
+        await _stored(self.store.save_step(self.claim, record, self.clock.now_ms()))
         self.history.remember(record)
 
     async def take_event(self, record: StepRecord) -> StepRecord | None:
-        taken = await self.store.take_event(self.claim, record, self.clock.now_ms())
+        taken = await _stored(self.store.take_event(self.claim, record, self.clock.now_ms()))
         if taken is None:
             return None
         self.history.remember(taken[1])
@@ -180,6 +198,12 @@ class InstanceRun:
             await self._drive()
         except LeaseLostError:
             self._log.info("lease lost; another owner or a user action took the instance over")
+        except StoreFailedError as exc:
+            self._log.warning(
+                "database error under the instance (%s); it resumes from its committed steps "
+                "once its lease lapses",
+                exc,
+            )
 
     async def _drive(self) -> None:
         instance = self.claim.instance
@@ -192,11 +216,13 @@ class InstanceRun:
             if not await self._move(S.RUNNING, ready_at=now, **fields):
                 return
         try:
-            version = await self.store.get_version(instance.version_id)
+            version = await _stored(self.store.get_version(instance.version_id))
             if version is None:
                 raise StepstoneError(f"version {instance.version_id} of this instance is gone")
             cls = self.loader.load(version)
-            self.history = History(await self.store.load_steps(instance.pk), version.max_steps)
+            self.history = History(
+                await _stored(self.store.load_steps(instance.pk)), version.max_steps
+            )
         except StepstoneError as exc:
             await self._finish(S.ERRORED, error=exc)
             return
@@ -249,12 +275,14 @@ class InstanceRun:
 
     async def _move(self, target: InstanceStatus, **changes: Any) -> bool:
         """Move the instance by the runtime's own transition table; False if it is elsewhere."""
-        return await self.store.move(
-            self.claim,
-            expected=runtime_sources(target),
-            target=target,
-            now=self.clock.now_ms(),
-            **changes,
+        return await _stored(
+            self.store.move(
+                self.claim,
+                expected=runtime_sources(target),
+                target=target,
+                now=self.clock.now_ms(),
+                **changes,
+            )
         )
 
     async def _mark(self, status: InstanceStatus, ready_at: int | None) -> None:

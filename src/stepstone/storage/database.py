@@ -16,6 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+from stepstone.domain.errors import StoreUnavailableError
 
 T = TypeVar("T")
 
@@ -49,8 +52,15 @@ class Database:
 
     @staticmethod
     def _transaction(engine: Engine, fn: Callable[[Connection], T]) -> T:
-        with engine.begin() as conn:
-            return fn(conn)
+        try:
+            with engine.begin() as conn:
+                return fn(conn)
+        except (OperationalError, InterfaceError) as exc:
+            # Connection refused or dropped, server restarting, database locked too long:
+            # the callers' business is "try again later", not the driver's details.
+            raise StoreUnavailableError(
+                f"the database is unavailable ({type(exc.orig).__name__ if exc.orig else exc})"
+            ) from exc
 
     async def close(self) -> None:
         loop = asyncio.get_running_loop()

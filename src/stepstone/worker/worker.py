@@ -13,7 +13,7 @@ from contextlib import suppress
 from dataclasses import dataclass, fields
 from typing import Any
 
-from stepstone.domain.errors import ValidationError
+from stepstone.domain.errors import StoreUnavailableError, ValidationError
 from stepstone.domain.records import Claim
 from stepstone.domain.status import RUNNABLE, InstanceStatus
 from stepstone.engine.schedules import fire_due
@@ -104,15 +104,25 @@ class Worker:
         """Claim and drive instances until ``stop`` is set; then hand everything back."""
         log.info("worker %s started", self.id)
         heartbeat = asyncio.create_task(self._heartbeat(stop), name=f"heartbeat {self.id}")
+        failures = 0
         try:
             while not stop.is_set():
-                changed = self.notifier.take()
-                stale = self.clock.now_ms() - self._checked_at >= self.settings.poll_ms
-                if changed & self._runs.keys() or stale:
-                    await self.refresh(renew=False)
-                await fire_due(self.store, self.clock, self.notifier)
-                await self._purge()
-                await self._claim()
+                try:
+                    await self._tick()
+                    if failures:
+                        log.warning(
+                            "the database is reachable again; worker %s carries on", self.id
+                        )
+                    failures = 0
+                except StoreUnavailableError as exc:
+                    # A restarting database or a dropped connection: say so, back off, carry on;
+                    # never crash-loop.
+                    failures += 1
+                    delay = min(0.1 * 2**failures, 5.0)
+                    log.warning("%s; worker %s retries in %.1f s", exc.message, self.id, delay)
+                    with suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), delay)
+                    continue
                 await self._idle(stop)
                 if heartbeat.done():
                     heartbeat.result()  # a dead heartbeat stops the worker loudly
@@ -123,6 +133,16 @@ class Worker:
                 await heartbeat
             await self._hand_back()
             log.info("worker %s stopped", self.id)
+
+    async def _tick(self) -> None:
+        """One look at the database: user changes, cron ticks, retention, new work."""
+        changed = self.notifier.take()
+        stale = self.clock.now_ms() - self._checked_at >= self.settings.poll_ms
+        if changed & self._runs.keys() or stale:
+            await self.refresh(renew=False)
+        await fire_due(self.store, self.clock, self.notifier)
+        await self._purge()
+        await self._claim()
 
     async def _idle(self, stop: asyncio.Event) -> None:
         now = self.clock.now_ms()
