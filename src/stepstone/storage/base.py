@@ -7,7 +7,7 @@ store never decides a status transition: callers pass the statuses they expect.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -110,6 +110,11 @@ class Store(Protocol):
     async def migrate(self) -> None: ...
     async def close(self) -> None: ...
     async def ping(self) -> None: ...
+    def listen(self, on_signal: Callable[[int | None], None]) -> Callable[[], None]:
+        """Have ``on_signal(instance pk, or None for "new work")`` called, from any thread,
+        when another process creates work or changes an instance; returns a function that
+        stops listening. Backends without notifications never call it (workers poll)."""
+        ...
 
     # workflows and versions
     async def put_workflow(

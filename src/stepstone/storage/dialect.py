@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+import threading
+from collections.abc import Callable, Sequence
 from importlib.resources import files
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, Engine, Select, Table, event
+import psycopg
+from sqlalchemy import Connection, Engine, Select, Table, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.dml import Insert
 from sqlalchemy.sql.elements import ColumnElement
+
+log = logging.getLogger(__name__)
 
 
 class Dialect(Protocol):
@@ -24,6 +29,13 @@ class Dialect(Protocol):
         ...
 
     def migrate(self, connection: Connection) -> None: ...
+    def signal(self, connection: Connection, pk: int | None) -> None:
+        """Tell other processes, when this transaction commits, that work may be ready."""
+        ...
+
+    def listen(
+        self, engine: Engine, on_signal: Callable[[int | None], None]
+    ) -> Callable[[], None]: ...
 
 
 def run_migrations(connection: Connection) -> None:
@@ -69,6 +81,12 @@ class SqliteDialect:
     def is_unique_violation(self, exc: IntegrityError) -> bool:
         return "UNIQUE constraint failed" in str(exc.orig)
 
+    def signal(self, connection: Connection, pk: int | None) -> None:
+        return None  # one machine: the in-process Notifier and a short poll do the job
+
+    def listen(self, engine: Engine, on_signal: Callable[[int | None], None]) -> Callable[[], None]:
+        return lambda: None
+
     def skip_locked(self, query: Select[Any], *, of: Table) -> Select[Any]:
         return query  # BEGIN IMMEDIATE already serialises writers.
 
@@ -90,6 +108,17 @@ class PostgresDialect:
     def is_unique_violation(self, exc: IntegrityError) -> bool:
         return getattr(exc.orig, "sqlstate", None) == "23505"
 
+    def signal(self, connection: Connection, pk: int | None) -> None:
+        connection.execute(
+            text("SELECT pg_notify(:channel, :payload)"),
+            {"channel": CHANNEL, "payload": "" if pk is None else str(pk)},
+        )
+
+    def listen(self, engine: Engine, on_signal: Callable[[int | None], None]) -> Callable[[], None]:
+        listener = _Listener(engine, on_signal)
+        listener.start()
+        return listener.stop
+
     def skip_locked(self, query: Select[Any], *, of: Table) -> Select[Any]:
         return query.with_for_update(skip_locked=True, of=of)
 
@@ -105,3 +134,43 @@ class PostgresDialect:
         # One migrator at a time across processes.
         connection.exec_driver_sql("SELECT pg_advisory_xact_lock(7412093)")
         run_migrations(connection)
+
+
+CHANNEL = "stepstone"
+
+
+class _Listener(threading.Thread):
+    """LISTENs on its own connection and reconnects when the server goes away.
+
+    NOTIFY delivers a wake-up to workers on other machines within milliseconds; polling stays
+    as the fallback for the moments the listener is reconnecting.
+    """
+
+    def __init__(self, engine: Engine, on_signal: Callable[[int | None], None]) -> None:
+        super().__init__(name="stepstone-listen", daemon=True)
+        self._conninfo = engine.url.set(drivername="postgresql").render_as_string(
+            hide_password=False
+        )
+        self._on_signal = on_signal
+        self._stopped = threading.Event()
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def run(self) -> None:
+        delay = 0.1
+        while not self._stopped.is_set():
+            try:
+                with psycopg.connect(self._conninfo, autocommit=True) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    delay = 0.1
+                    self._on_signal(None)  # anything sent while we were away: look now
+                    while not self._stopped.is_set():
+                        for note in conn.notifies(timeout=0.5, stop_after=100):
+                            self._on_signal(int(note.payload) if note.payload else None)
+            except Exception as exc:
+                if self._stopped.is_set():
+                    return
+                log.warning("listening for wake-ups failed (%s); retrying in %.1f s", exc, delay)
+                self._stopped.wait(delay)
+                delay = min(delay * 2, 5.0)

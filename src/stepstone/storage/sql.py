@@ -7,7 +7,7 @@ by ``Database`` on a database thread (one hop from the event loop per transactio
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -82,6 +82,10 @@ class SqlStore(KeyQueries):
 
     async def close(self) -> None:
         await self._db.close()
+
+    def listen(self, on_signal: Callable[[int | None], None]) -> Callable[[], None]:
+        """Call ``on_signal(pk or None)`` when another process signals work; returns a stop."""
+        return self._dialect.listen(self._db.writer, on_signal)
 
     async def ping(self) -> None:
         await self._db.read(lambda conn: conn.exec_driver_sql("SELECT 1").scalar_one())
@@ -282,6 +286,7 @@ class SqlStore(KeyQueries):
 
         def tx(conn: Connection) -> list[Instance]:
             result = conn.execute(insert(instances).returning(*instances.c), values)
+            self._dialect.signal(conn, None)
             return [rows.to_instance(r) for r in result]
 
         try:
@@ -410,6 +415,7 @@ class SqlStore(KeyQueries):
                 if taken:
                     conn.execute(delete(events).where(events.c.instance_pk == pk, or_(*taken)))
                 conn.execute(delete(steps).where(cleared))
+            self._dialect.signal(conn, pk)
             return rows.to_instance(row)
 
         return await self._db.write(tx)
@@ -432,6 +438,7 @@ class SqlStore(KeyQueries):
                 )
                 .values(ready_at=now)
             )
+            self._dialect.signal(conn, pk)
             return int(seq)
 
         seq = await self._db.write(tx)
@@ -599,6 +606,7 @@ class SqlStore(KeyQueries):
                 .values(**rows.new_instance_row(instance, now))
                 .returning(*instances.c)
             ).one()
+            self._dialect.signal(conn, None)
             return rows.to_instance(row)
 
         return await self._db.write(tx)
@@ -701,6 +709,8 @@ class SqlStore(KeyQueries):
                 conn.execute(
                     update(instances).where(instances.c.pk == pk, pending).values(ready_at=now)
                 )
+            if moved == 1 and release:
+                self._dialect.signal(conn, None)  # a new timer, or work for any worker
             return bool(moved == 1)
 
         return await self._db.write(tx)

@@ -103,6 +103,12 @@ class Worker:
     async def run(self, stop: asyncio.Event) -> None:
         """Claim and drive instances until ``stop`` is set; then hand everything back."""
         log.info("worker %s started", self.id)
+        loop = asyncio.get_running_loop()
+
+        def signalled(pk: int | None) -> None:  # called on the listener's thread
+            loop.call_soon_threadsafe(self._signalled, pk)
+
+        stop_listening = self.store.listen(signalled)
         heartbeat = asyncio.create_task(self._heartbeat(stop), name=f"heartbeat {self.id}")
         failures = 0
         try:
@@ -128,11 +134,18 @@ class Worker:
                     heartbeat.result()  # a dead heartbeat stops the worker loudly
                     raise RuntimeError("the heartbeat task ended")
         finally:
+            stop_listening()
             heartbeat.cancel()
             with suppress(asyncio.CancelledError):
                 await heartbeat
             await self._hand_back()
             log.info("worker %s stopped", self.id)
+
+    def _signalled(self, pk: int | None) -> None:
+        """Another process created work or changed instance ``pk``."""
+        if pk is not None:
+            self.notifier.instance_changed(pk)
+        self.notifier.work_available()
 
     async def _tick(self) -> None:
         """One look at the database: user changes, cron ticks, retention, new work."""
