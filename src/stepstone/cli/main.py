@@ -404,5 +404,23 @@ async def db_upgrade(db: DbOption = None) -> None:
     out.print(f"database is up to date: {store.url}")
 
 
+@db_app.command("check")
+@_run
+async def db_check(db: DbOption = None) -> None:
+    """Check that the database is reachable and its schema current; exit 1 if not."""
+    store = await open_store(db, migrate=False)
+    try:
+        await store.ping()
+        current, head = await store.revisions()
+    finally:
+        await store.close()
+    out.print(f"database: {store.url}")
+    out.print(f"schema revision: {current or 'none (empty database)'}; this version needs {head}")
+    if current != head:
+        err.print("[yellow]the schema is not current: run `stepstone db upgrade`[/yellow]")
+        raise typer.Exit(1)
+    out.print("[green]ok[/green]")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -58,9 +58,8 @@ class Database:
         except (OperationalError, InterfaceError) as exc:
             # Connection refused or dropped, server restarting, database locked too long:
             # the callers' business is "try again later", not the driver's details.
-            raise StoreUnavailableError(
-                f"the database is unavailable ({type(exc.orig).__name__ if exc.orig else exc})"
-            ) from exc
+            detail = str(exc.orig or exc).strip().splitlines()[0] if str(exc.orig or exc) else ""
+            raise StoreUnavailableError(f"the database is unavailable: {detail}") from exc
 
     async def close(self) -> None:
         loop = asyncio.get_running_loop()

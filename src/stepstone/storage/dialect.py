@@ -38,15 +38,30 @@ class Dialect(Protocol):
     ) -> Callable[[], None]: ...
 
 
-def run_migrations(connection: Connection) -> None:
-    """Bring the schema to the newest Alembic revision on ``connection``."""
-    from alembic import command
+def _alembic_config(connection: Connection) -> Any:
     from alembic.config import Config
 
     config = Config()
     config.set_main_option("script_location", str(files("stepstone.storage") / "migrations"))
     config.attributes["connection"] = connection
-    command.upgrade(config, "head")
+    return config
+
+
+def run_migrations(connection: Connection) -> None:
+    """Bring the schema to the newest Alembic revision on ``connection``."""
+    from alembic import command
+
+    command.upgrade(_alembic_config(connection), "head")
+
+
+def schema_revisions(connection: Connection) -> tuple[str | None, str]:
+    """(the database's revision, the newest this code knows)."""
+    from alembic.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    current = MigrationContext.configure(connection).get_current_revision()
+    head = ScriptDirectory.from_config(_alembic_config(connection)).get_current_head()
+    return current, str(head)
 
 
 class SqliteDialect:

@@ -39,7 +39,7 @@ from stepstone.storage.base import (
     Page,
 )
 from stepstone.storage.database import Database
-from stepstone.storage.dialect import Dialect
+from stepstone.storage.dialect import Dialect, schema_revisions
 from stepstone.storage.keys_sql import KeyQueries
 from stepstone.storage.tables import events, instances, scripts, steps, versions, workflows
 from stepstone.storage.tables import schedules as cron_schedules
@@ -86,6 +86,10 @@ class SqlStore(KeyQueries):
     def listen(self, on_signal: Callable[[int | None], None]) -> Callable[[], None]:
         """Call ``on_signal(pk or None)`` when another process signals work; returns a stop."""
         return self._dialect.listen(self._db.writer, on_signal)
+
+    async def revisions(self) -> tuple[str | None, str]:
+        """The schema revision of the database, and the newest this code knows."""
+        return await self._db.read(schema_revisions)
 
     async def ping(self) -> None:
         await self._db.read(lambda conn: conn.exec_driver_sql("SELECT 1").scalar_one())
