@@ -64,6 +64,20 @@ def schema_revisions(connection: Connection) -> tuple[str | None, str]:
     return current, str(head)
 
 
+def _upsert(
+    stmt: sqlite.Insert | postgresql.Insert,
+    table: Table,
+    keys: Sequence[str],
+    where: ColumnElement[bool],
+) -> Insert:
+    """Both dialects spell ON CONFLICT DO UPDATE alike; only the insert construct differs."""
+    return stmt.on_conflict_do_update(
+        index_elements=list(keys),
+        set_={c.name: stmt.excluded[c.name] for c in table.c if c.name not in keys},
+        where=where,
+    )
+
+
 class SqliteDialect:
     name = "sqlite"
 
@@ -106,12 +120,7 @@ class SqliteDialect:
         return query  # BEGIN IMMEDIATE already serialises writers.
 
     def upsert(self, table: Table, *, keys: Sequence[str], where: ColumnElement[bool]) -> Insert:
-        stmt = sqlite.insert(table)
-        return stmt.on_conflict_do_update(
-            index_elements=list(keys),
-            set_={c.name: stmt.excluded[c.name] for c in table.c if c.name not in keys},
-            where=where,
-        )
+        return _upsert(sqlite.insert(table), table, keys, where)
 
     def migrate(self, connection: Connection) -> None:
         run_migrations(connection)
@@ -138,12 +147,7 @@ class PostgresDialect:
         return query.with_for_update(skip_locked=True, of=of)
 
     def upsert(self, table: Table, *, keys: Sequence[str], where: ColumnElement[bool]) -> Insert:
-        stmt = postgresql.insert(table)
-        return stmt.on_conflict_do_update(
-            index_elements=list(keys),
-            set_={c.name: stmt.excluded[c.name] for c in table.c if c.name not in keys},
-            where=where,
-        )
+        return _upsert(postgresql.insert(table), table, keys, where)
 
     def migrate(self, connection: Connection) -> None:
         # One migrator at a time across processes.

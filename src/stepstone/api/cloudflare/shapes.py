@@ -25,7 +25,7 @@ def iso(ms: int | None) -> str | None:
     )
 
 
-def workflow(w: Workflow, counts: Mapping[str, int], now: int) -> dict[str, Any]:
+def _workflow_fields(w: Workflow) -> dict[str, Any]:
     return {
         "id": w.id,
         "name": w.name,
@@ -34,6 +34,11 @@ def workflow(w: Workflow, counts: Mapping[str, int], now: int) -> dict[str, Any]
         "created_on": iso(w.created_at),
         "modified_on": iso(w.modified_at),
         "triggered_on": iso(w.triggered_at),
+    }
+
+
+def workflow(w: Workflow, counts: Mapping[str, int], now: int) -> dict[str, Any]:
+    return _workflow_fields(w) | {
         "instances": {status: counts.get(status, 0) for status in _COUNTED},
         "schedules": [{"cron": c, "next_instance": iso(next_fire(c, now))} for c in w.schedules],
     }
@@ -41,14 +46,7 @@ def workflow(w: Workflow, counts: Mapping[str, int], now: int) -> dict[str, Any]
 
 def workflow_update(w: Workflow, version_id: str) -> dict[str, Any]:
     running = bool(w.terminate_job and w.terminate_job.get("status") == "running")
-    return {
-        "id": w.id,
-        "name": w.name,
-        "class_name": w.class_name,
-        "script_name": w.script_name,
-        "created_on": iso(w.created_at),
-        "modified_on": iso(w.modified_at),
-        "triggered_on": iso(w.triggered_at),
+    return _workflow_fields(w) | {
         "is_deleted": 0,
         "terminator_running": int(running),
         "version_id": version_id,
