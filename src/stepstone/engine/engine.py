@@ -211,10 +211,13 @@ class Engine:
         if source is None:
             raise WorkflowDefinitionError(f"cannot find the source file of {cls.__qualname__}")
         script = pack(Path(source))
-        deployed = await self._deploy(
+        # Stored as deploy_path stores it, so a PUT may bind other workflows to the script.
+        await self.store.put_script(
+            tenant, script.script_name, script.archive, script.source_hash, self.clock.now_ms()
+        )
+        return await self._deploy(
             script, Path(source).stem, cls.__name__, name=name, tenant=tenant, cls=cls
         )
-        return deployed
 
     async def _deploy(
         self,

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 Duration = int | float | str
 
@@ -31,9 +31,19 @@ class Schedule(_Body):
     cron: str
 
 
+def _no_nul(value: str) -> str:
+    # PostgreSQL text cannot hold NUL: a name with one is a bad request, not a database error.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+Name = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_no_nul)]
+
+
 class WorkflowPut(_Body):
-    class_name: str = Field(min_length=1, max_length=255)
-    script_name: str = Field(min_length=1, max_length=255)
+    class_name: Name
+    script_name: Name
     limits: Limits | None = None
     concurrency: Concurrency | None = None
     default_retention: Retention | None = None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, FastAPI, Path, Query, Request
@@ -26,7 +26,18 @@ InstanceId = Annotated[str, Path(min_length=1, max_length=100)]
 Page = Annotated[int, Query(ge=1, le=1_000_000)]
 PerPage = Annotated[int, Query(ge=1, le=1000)]
 
-router = APIRouter(prefix=f"{PREFIX}/accounts/{{account_id}}", tags=["cloudflare"])
+
+def _no_nul(request: Request) -> None:
+    """PostgreSQL text cannot hold NUL: refuse it in names, ids and filters up front (a 400),
+    rather than let the database fail the lookup."""
+    values = (*request.path_params.values(), *request.query_params.values())
+    if any("\x00" in value for value in values):
+        raise ValidationError("names, ids and query parameters cannot contain NUL characters")
+
+
+router = APIRouter(
+    prefix=f"{PREFIX}/accounts/{{account_id}}", tags=["cloudflare"], dependencies=[Depends(_no_nul)]
+)
 _STEP_TYPES = {
     "do": StepType.STEP,
     "step": StepType.STEP,
@@ -212,7 +223,12 @@ async def list_instances(
 
 
 def _ms(when: datetime | None) -> int | None:
-    return None if when is None else int(when.timestamp() * 1000)
+    """Cloudflare's dates carry no offset and mean UTC, whatever the server's local zone."""
+    if when is None:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return int(when.timestamp() * 1000)
 
 
 @router.get("/workflows/{workflow_name}/instances/terminate")
@@ -321,7 +337,8 @@ async def send_event(
     body: Annotated[Any, Body()] = None,
 ) -> dict[str, Any]:
     await who.engine.send_event(workflow_name, instance_id, event_type, body, tenant=who.tenant)
-    return ok({})
+    # The seed shows {}; the SDK parses {instanceId, timestamp}: answering both fits either.
+    return ok({"instanceId": instance_id, "timestamp": shapes.iso(who.engine.clock.now_ms())})
 
 
 def install(app: FastAPI) -> None:
