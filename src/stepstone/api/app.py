@@ -41,6 +41,8 @@ def _render(request: Request, status: int, message: str) -> JSONResponse:
 def create_app(engine: Engine, *, open_access: bool = False) -> FastAPI:
     """``open_access`` (``stepstone dev``): any token is accepted, all in the local tenant."""
     app = FastAPI(
+        # A trailing slash is a 404 in the family's shape, not a bare redirect.
+        redirect_slashes=False,
         title="Stepstone",
         version="0.1.0",
         description="A durable workflow engine. The Cloudflare-compatible Workflows API lives "
