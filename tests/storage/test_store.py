@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from stepstone import WorkflowEntrypoint, WorkflowEvent, WorkflowStep
+from stepstone.domain.errors import ValidationError
 from stepstone.domain.records import Claim, StepRecord, StepState, StepType
 from stepstone.domain.status import RUNNABLE, InstanceStatus
 from stepstone.engine import Engine
@@ -104,3 +105,16 @@ async def test_an_unrelated_event_does_not_wake_the_eviction(
     instance = await store.get_instance_by_pk(claim.instance.pk)
     assert instance is not None
     assert instance.ready_at == deadline
+
+
+async def test_a_value_the_database_refuses_is_a_validation_error(
+    engine: Engine, store: SqlStore, clock: FakeClock
+) -> None:
+    await engine.deploy_class(Idle)
+    instance = await engine.create_instance("idle", instance_id="i-nul")
+    # SQLite stores a NUL character; PostgreSQL refuses it, as the caller's mistake.
+    if store.url.startswith("sqlite"):
+        await engine.send_event("idle", instance.id, "type\x00with-nul", None)
+    else:
+        with pytest.raises(ValidationError, match="cannot be stored"):
+            await engine.send_event("idle", instance.id, "type\x00with-nul", None)

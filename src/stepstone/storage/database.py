@@ -16,9 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 
-from stepstone.domain.errors import StoreUnavailableError
+from stepstone.domain.errors import StoreUnavailableError, ValidationError
 
 T = TypeVar("T")
 
@@ -55,6 +55,11 @@ class Database:
         try:
             with engine.begin() as conn:
                 return fn(conn)
+        except DataError as exc:
+            # A value the database refuses (PostgreSQL text cannot hold NUL characters):
+            # the caller's input, not the server, is at fault.
+            detail = str(exc.orig or exc).strip().splitlines()[0]
+            raise ValidationError(f"a value cannot be stored: {detail}") from exc
         except (OperationalError, InterfaceError) as exc:
             # Connection refused or dropped, server restarting, database locked too long:
             # the callers' business is "try again later", not the driver's details.
