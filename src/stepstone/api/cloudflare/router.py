@@ -137,22 +137,14 @@ async def get_version(who: Reader, workflow_name: WorkflowName, version_id: str)
 async def get_graph(who: Reader, workflow_name: WorkflowName, version_id: str) -> dict[str, Any]:
     """The parsed step graph (empty until the graph parser lands)."""
     version = await who.engine.get_version(workflow_name, version_id, tenant=who.tenant)
-    shaped = shapes.version(version)
     graph = {"class_name": version.class_name, "functions": {}, "nodes": []}
-    return ok(
-        {k: shaped[k] for k in ("id", "workflow_id", "class_name", "created_on", "modified_on")}
-        | {"graph": {"version": 1, "workflow": graph}}
-    )
+    return ok(shapes.version_header(version) | {"graph": {"version": 1, "workflow": graph}})
 
 
 @router.get("/workflows/{workflow_name}/versions/{version_id}/dag")
 async def get_dag(who: Reader, workflow_name: WorkflowName, version_id: str) -> dict[str, Any]:
     version = await who.engine.get_version(workflow_name, version_id, tenant=who.tenant)
-    shaped = shapes.version(version)
-    return ok(
-        {k: shaped[k] for k in ("id", "workflow_id", "class_name", "created_on", "modified_on")}
-        | {"dag": {}}
-    )
+    return ok(shapes.version_header(version) | {"dag": {}})
 
 
 # ---------------------------------------------------------------------- instances

@@ -53,13 +53,19 @@ def workflow_update(w: Workflow, version_id: str) -> dict[str, Any]:
     }
 
 
-def version(v: Version) -> dict[str, Any]:
+def version_header(v: Version) -> dict[str, Any]:
+    """What a version's graph and dag answers repeat of the version."""
     return {
         "id": v.id,
         "workflow_id": v.workflow_id,
         "class_name": v.class_name,
         "created_on": iso(v.created_at),
         "modified_on": iso(v.created_at),
+    }
+
+
+def version(v: Version) -> dict[str, Any]:
+    return version_header(v) | {
         "has_dag": False,
         "language": v.language,
         "limits": {"steps": v.max_steps},
