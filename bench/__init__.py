@@ -1,0 +1,1 @@
+"""Stepstone vs DBOS Transact: ``python -m bench --quick|--full`` (see bench/README.md)."""
