@@ -10,6 +10,7 @@ from contextlib import contextmanager
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
 
 from stepstone.storage.dialect import run_migrations
 
@@ -25,7 +26,8 @@ def postgres_required() -> bool:
 
 async def fresh_database(template: str | None = None) -> AsyncIterator[str]:
     """A new empty database (or a copy of ``template``), dropped afterwards."""
-    admin = create_async_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    # No pool: a connection kept from the CREATE would be dead after a test restarts the server.
+    admin = create_async_engine(ADMIN_URL, isolation_level="AUTOCOMMIT", poolclass=NullPool)
     name = f"stepstone_test_{uuid.uuid4().hex[:12]}"
     copy = f' TEMPLATE "{template}"' if template else ""
     try:
@@ -52,7 +54,7 @@ def url_of(database: str) -> str:
 @contextmanager
 def migrated_template() -> Iterator[str]:
     """A database with the schema migrated, to copy per test (CREATE DATABASE ... TEMPLATE)."""
-    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT", poolclass=NullPool)
     name = f"stepstone_template_{uuid.uuid4().hex[:12]}"
     try:
         with admin.connect() as conn:

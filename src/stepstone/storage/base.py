@@ -187,7 +187,14 @@ class Store(Protocol):
         limit: int,
         runnable: Collection[InstanceStatus],
     ) -> list[Claim]: ...
-    async def renew(self, owner: str, now: int, lease_ms: int) -> list[OwnedInstance]: ...
+    async def renew(
+        self, owner: str, now: int, lease_ms: int, *, pks: Collection[int]
+    ) -> list[OwnedInstance]:
+        """Extend ``owner``'s leases on ``pks``, the instances it is running. Any other
+        instance it still owns (its run stopped on a database error) is left to lapse, so
+        that a worker resumes it."""
+        ...
+
     async def purge(self, now: int, limit: int) -> int:
         """Delete up to ``limit`` finished instances whose retention ran out; how many."""
         ...

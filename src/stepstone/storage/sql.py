@@ -513,10 +513,14 @@ class SqlStore(KeyQueries):
         claimed.sort(key=lambda i: (i.ready_at or 0, i.pk))
         return [Claim(instance=i, owner=owner, epoch=i.lease_epoch) for i in claimed]
 
-    async def renew(self, owner: str, now: int, lease_ms: int) -> list[OwnedInstance]:
+    async def renew(
+        self, owner: str, now: int, lease_ms: int, *, pks: Collection[int]
+    ) -> list[OwnedInstance]:
+        if not pks:
+            return []
         statement = (
             update(instances)
-            .where(instances.c.lease_owner == owner)
+            .where(instances.c.lease_owner == owner, instances.c.pk.in_(list(pks)))
             .values(lease_expires_at=now + lease_ms)
             .returning(*_OWNED)
         )

@@ -228,12 +228,15 @@ class Worker:
             await asyncio.sleep(self.settings.heartbeat_ms / 1000)
             try:
                 await self.refresh()
+            except StoreUnavailableError as exc:
+                log.warning("%s; worker %s renews its leases again shortly", exc.message, self.id)
             except Exception:
                 log.exception("renewing leases failed; retrying")
 
     async def refresh(self, *, renew: bool = True) -> None:
         """Apply what users changed (pause, resume, terminate, events) and, with ``renew``,
-        extend the leases of every instance this worker owns."""
+        extend the leases of the instances this worker runs (not of one whose run a database
+        error stopped: that lease lapses, and the instance resumes from its commits)."""
         if not self._runs:
             return
         # Only runs claimed before the query started can be judged by its answer.
@@ -241,7 +244,7 @@ class Worker:
         now = self.clock.now_ms()
         self._checked_at = now
         found = (
-            await self.store.renew(self.id, now, self.settings.lease_ms)
+            await self.store.renew(self.id, now, self.settings.lease_ms, pks=[pk for pk, _ in runs])
             if renew
             else await self.store.owned(self.id)
         )
