@@ -91,6 +91,8 @@ class InstanceRun:
         self.draining = False
         self.rolling_back = claim.instance.status is S.ROLLING_BACK
         self.terminating = claim.instance.terminating
+        self.stranded = False
+        """Stopped by a database failure while still holding its lease."""
         self._active = 0
         self._waiters: set[_Waiter] = set()
         self._changed = asyncio.Event()
@@ -199,9 +201,10 @@ class InstanceRun:
         except LeaseLostError:
             self._log.info("lease lost; another owner or a user action took the instance over")
         except StoreFailedError as exc:
+            self.stranded = True
             self._log.warning(
                 "database error under the instance (%s); it resumes from its committed steps "
-                "once its lease lapses",
+                "as soon as the database is back",
                 exc,
             )
 

@@ -550,6 +550,23 @@ class SqlStore(KeyQueries):
         found = await self._db.read(lambda conn: conn.execute(query).all())
         return [_owned(r) for r in found]
 
+    async def release(self, claims: Sequence[Claim]) -> None:
+        statement = (
+            update(instances)
+            .where(
+                instances.c.pk == bindparam("claim_pk"),
+                instances.c.lease_owner == bindparam("claim_owner"),
+                instances.c.lease_epoch == bindparam("claim_epoch"),
+            )
+            .values(lease_owner=None, lease_expires_at=None)
+        )
+        params = [
+            {"claim_pk": c.instance.pk, "claim_owner": c.owner, "claim_epoch": c.epoch}
+            for c in claims
+        ]
+        if params:
+            await self._db.write(lambda conn: conn.execute(statement, params))
+
     async def release_all(self, owner: str) -> None:
         statement = (
             update(instances)

@@ -94,6 +94,8 @@ class Worker:
         self.id = worker_id or new_worker_id()
         self._runs: dict[int, tuple[InstanceRun, asyncio.Task[None]]] = {}
         self._checked_at = 0
+        self._stranded: list[Claim] = []
+        """Runs a database failure stopped; their leases go back once the database answers."""
         self._purged_at = 0
 
     @property
@@ -149,6 +151,9 @@ class Worker:
 
     async def _tick(self) -> None:
         """One look at the database: user changes, cron ticks, retention, new work."""
+        if self._stranded:
+            stranded, self._stranded = self._stranded, []
+            await self.store.release(stranded)
         changed = self.notifier.take()
         stale = self.clock.now_ms() - self._checked_at >= self.settings.poll_ms
         if changed & self._runs.keys() or stale:
@@ -219,6 +224,8 @@ class Worker:
         entry = self._runs.get(pk)
         if entry is not None and entry[1] is task:
             del self._runs[pk]
+            if entry[0].stranded:
+                self._stranded.append(entry[0].claim)
         self.notifier.work_available()
         if not task.cancelled() and task.exception() is not None:
             log.error("instance %s failed inside the runtime", pk, exc_info=task.exception())
