@@ -127,3 +127,30 @@ def write_json(result: dict[str, Any], path: Path) -> None:
         return value
 
     path.write_text(json.dumps(clean(result), indent=2) + "\n")
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The same figures as a Markdown table (for RESULTS.md)."""
+    peer = result["meta"].get("peer")
+    head = ["workload", "metric", "Stepstone"] + ([peer, f"Stepstone/{peer}"] if peer else [])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, workload in result["workloads"].items():
+        ours = workload["engines"].get("stepstone", {}).get("median", {})
+        theirs = workload["engines"].get(peer, {}).get("median", {}) if peer else {}
+        ratio = workload.get("ratio", {})
+        for metric, value in ours.items():
+            row = [name, LABELS.get(metric, metric), _fmt(value)]
+            if peer:
+                row += [_fmt(theirs.get(metric)), _fmt(ratio.get(metric))]
+            lines.append("| " + " | ".join(row) + " |")
+    refs = result["physical"]
+    lines += ["", "| physical reference | value |", "|---|---|"]
+    lines += [f"| {k} | {v if isinstance(v, str) else _fmt(v)} |" for k, v in refs.items()]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    import sys
+
+    for name in sys.argv[1:]:
+        print(markdown(json.loads(Path(name).read_text())))
