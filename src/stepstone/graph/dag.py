@@ -28,7 +28,8 @@ class Dag:
     position: Mapping[str, int]
     """Each step's index in :attr:`order`."""
 
-    def _known(self, ref: str) -> str:
+    def known(self, ref: str) -> str:
+        """``ref`` itself; ``NotFoundError`` if the graph has no such step."""
         if ref not in self.parents:
             raise NotFoundError(f"the workflow has no step {ref!r}")
         return ref
@@ -45,11 +46,11 @@ class Dag:
 
     def descendants(self, ref: str) -> tuple[str, ...]:
         """Every step downstream of ``ref`` (not ``ref`` itself), in topological order."""
-        return self._sorted(_reach(self.children, self._known(ref)))
+        return self._sorted(_reach(self.children, self.known(ref)))
 
     def ancestors(self, ref: str) -> tuple[str, ...]:
         """Every step upstream of ``ref`` (not ``ref`` itself), in topological order."""
-        return self._sorted(_reach(self.parents, self._known(ref)))
+        return self._sorted(_reach(self.parents, self.known(ref)))
 
     def _sorted(self, refs: Iterable[str]) -> tuple[str, ...]:
         return tuple(sorted(refs, key=self.position.__getitem__))

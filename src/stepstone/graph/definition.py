@@ -10,14 +10,15 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
+from enum import StrEnum
 from typing import Any
 
 from stepstone.domain.errors import WorkflowDefinitionError
 from stepstone.domain.retry import Backoff, RetryPolicy
-from stepstone.graph.conditions import Condition, parse_condition
+from stepstone.graph.conditions import Condition
 from stepstone.graph.dag import Dag, build_dag
 from stepstone.graph.fields import StepFields
-from stepstone.graph.templates import check_template
+from stepstone.graph.references import check_references
 from stepstone.graph.vocabulary import (
     MAX_NESTING_DEPTH,
     MAX_RETRY_ATTEMPTS,
@@ -30,6 +31,13 @@ from stepstone.graph.vocabulary import (
 
 MAX_STEP_REF = 255
 _ALIASES = {"type": "step_type", "approvers": "approval_approvers"}  # strait-python's helpers
+_HINTS = {  # names other products use for Strait's fields
+    "retries": "retry_max_attempts, retry_backoff, retry_initial_delay_secs, retry_max_delay_secs",
+    "timeout": "timeout_secs_override",
+    "timeout_secs": "timeout_secs_override",
+    "name": "step_ref",
+    "dependencies": "depends_on",
+}
 _READ_ONLY = frozenset({"id", "workflow_id", "created_at"})  # in answers a client may echo
 _BACKOFF = {
     RetryBackoff.FIXED: Backoff.CONSTANT,
@@ -94,6 +102,8 @@ class GraphStep:
             value = getattr(self, spec.name)
             if isinstance(value, Condition):
                 value = copy.deepcopy(value.raw)
+            elif isinstance(value, StrEnum):
+                value = value.value
             elif isinstance(value, tuple):
                 value = list(value)
             if (value is not None and value != []) or spec.name == "depends_on":
@@ -130,7 +140,7 @@ class GraphDefinition:
 
     def step(self, ref: str) -> GraphStep:
         """The step ``ref``; ``NotFoundError`` if there is none."""
-        return self._by_ref[self.dag._known(ref)]
+        return self._by_ref[self.dag.known(ref)]
 
     @property
     def refs(self) -> tuple[str, ...]:
@@ -152,10 +162,10 @@ class GraphDefinition:
 
     def parents(self, ref: str) -> tuple[str, ...]:
         """The distinct steps ``ref`` depends on, in ``depends_on`` order."""
-        return self.dag.parents[self.dag._known(ref)]
+        return self.dag.parents[self.dag.known(ref)]
 
     def children(self, ref: str) -> tuple[str, ...]:
-        return self.dag.children[self.dag._known(ref)]
+        return self.dag.children[self.dag.known(ref)]
 
     def descendants(self, ref: str) -> tuple[str, ...]:
         """Everything downstream of ``ref``, topologically ordered (replay-subtree resets
@@ -204,7 +214,10 @@ def parse_definition(data: Mapping[str, Any]) -> GraphDefinition:
     timeout = workflow.whole("timeout_secs", low=1, high=MAX_SECONDS)
     drafts = [_read_step(raw, i) for i, raw in enumerate(raw_steps)]
     dag = build_dag([(step.step_ref, step.depends_on) for step, _ in drafts])
-    steps = tuple(_checked(step, condition, dag) for step, condition in drafts)
+    steps = tuple(
+        replace(step, condition=check_references(step, raw_condition, dag))
+        for step, raw_condition in drafts
+    )
     return GraphDefinition(steps=steps, max_parallel_steps=max_parallel, timeout_secs=timeout)
 
 
@@ -219,7 +232,7 @@ def _read_step(raw: Any, index: int) -> tuple[GraphStep, Any]:
             "characters without '/' (it appears in URL paths)"
         )
     f = StepFields(raw, f"step {ref!r}")
-    f.refuse_unknown({spec.name for spec in fields(GraphStep)} | set(_ALIASES), _READ_ONLY)
+    f.refuse_unknown({spec.name for spec in fields(GraphStep)} | set(_ALIASES), _READ_ONLY, _HINTS)
     step_type = f.choice("step_type", StepType, StepType.JOB, f.either("step_type", "type"))
     attempts = f.whole("retry_max_attempts", low=1, high=MAX_RETRY_ATTEMPTS)
     initial_delay = f.whole(
@@ -280,38 +293,3 @@ def _read_step(raw: Any, index: int) -> tuple[GraphStep, Any]:
         stage_notifications=copy.deepcopy(raw.get("stage_notifications")),
     )
     return step, raw.get("condition")
-
-
-def _checked(step: GraphStep, raw_condition: Any, dag: Dag) -> GraphStep:
-    """Check what needs the graph: the condition's and templates' references."""
-    parents = dag.parents[step.step_ref]
-    condition = None
-    if raw_condition is not None and raw_condition != {}:
-        condition = parse_condition(
-            raw_condition,
-            step_ref=step.step_ref,
-            upstream=frozenset(dag.ancestors(step.step_ref)),
-            parents=frozenset(parents),
-        )
-    templates = list(_strings(step.payload, "payload"))
-    if step.event_key is not None:
-        templates.append(("event_key", step.event_key))
-    for where, text in templates:
-        for ref in check_template(text, step_ref=step.step_ref, field=where):
-            if ref not in parents:
-                raise WorkflowDefinitionError(
-                    f"step {step.step_ref!r}: {where}: template {text!r} reads "
-                    f"parent_outputs.{ref}, but {ref!r} is not in its depends_on"
-                )
-    return step if condition is None else replace(step, condition=condition)
-
-
-def _strings(value: Any, where: str) -> Iterator[tuple[str, str]]:
-    if isinstance(value, str):
-        yield where, value
-    elif isinstance(value, Mapping):
-        for key, item in value.items():
-            yield from _strings(item, f"{where}.{key}")
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            yield from _strings(item, f"{where}[{i}]")

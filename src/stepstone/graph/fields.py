@@ -30,12 +30,15 @@ class StepFields:
     def fail(self, problem: str) -> WorkflowDefinitionError:
         return WorkflowDefinitionError(f"{self.label}: {problem}")
 
-    def refuse_unknown(self, known: Collection[str], ignored: Collection[str]) -> None:
+    def refuse_unknown(
+        self, known: Collection[str], ignored: Collection[str], hints: Mapping[str, str]
+    ) -> None:
         for key in self.raw:
             if key in known or key in ignored:
                 continue
             close = difflib.get_close_matches(str(key), list(known), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            better = hints.get(str(key)) or (repr(close[0]) if close else None)
+            hint = f" (did you mean {better}?)" if better else ""
             raise self.fail(f"unknown field {key!r}{hint}")
 
     def either(self, name: str, alias: str) -> Any:

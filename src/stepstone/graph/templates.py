@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -24,7 +25,7 @@ from jinja2.exceptions import SecurityError
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from stepstone.domain.errors import ValidationError
+from stepstone.domain.errors import ValidationError, WorkflowDefinitionError
 
 MAX_REPEAT = 100_000
 """``'x' * n`` and ``[..] * n`` may build at most this many items; ``**`` is bounded too."""
@@ -34,20 +35,67 @@ class TemplateRenderError(ValidationError):
     """A step's template cannot be rendered."""
 
 
+# Widths and repeats are how a template would exhaust memory or CPU from inside the sandbox.
+_PRINTF_WIDE = re.compile(r"%[-+ #0]*(\*|\d{5,}|\d*\.(\*|\d{5,}))")
+_FORMAT_WIDE = re.compile(r"\{[^{}]*:[^{}]*(\{|\d{5,})")
+MAX_WIDTH = 9_999
+
+
 class _Sandbox(ImmutableSandboxedEnvironment):
-    # The sandbox keeps templates away from attributes like __class__; these two operators
-    # are the cheap way to exhaust memory or CPU from inside it.
-    intercepted_binops = frozenset({"*", "**"})
+    # The sandbox keeps templates away from attributes like __class__; these hooks bound the
+    # sizes a template can ask for.
+    intercepted_binops = frozenset({"*", "**", "%"})
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.filters["center"] = _bounded(self.filters["center"], "width")
+        self.filters["indent"] = _bounded(self.filters["indent"], "width")
+        self.filters["format"] = _printf_checked(self.filters["format"])
+
+    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+        owner = getattr(value, "__self__", None)
+        if isinstance(owner, str) and _FORMAT_WIDE.search(owner):
+            raise SecurityError("format widths are limited to four digits")
+        return super().wrap_str_format(value)
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        # JSON data first: payload.items is the key "items", not the dict method.
+        if isinstance(obj, Mapping) and attribute in obj:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
         if operator == "**" and _is_int(right) and (abs(right) > 64 or _too_big(left)):
             raise SecurityError("exponent too large")
+        if operator == "%" and isinstance(left, str) and _PRINTF_WIDE.search(left):
+            raise SecurityError("format widths are limited to four digits")
         if operator == "*":
             for seq, count in ((left, right), (right, left)):
                 sized = isinstance(seq, str | list | tuple) and _is_int(count)
                 if sized and len(seq) * count > MAX_REPEAT:
                     raise SecurityError(f"repeating makes more than {MAX_REPEAT:,} items")
         return super().call_binop(context, operator, left, right)
+
+
+def _bounded(function: Callable[..., Any], name: str) -> Callable[..., Any]:
+    def bounded(value: Any, *args: Any, **kwargs: Any) -> Any:
+        width = args[0] if args else kwargs.get(name, 0)
+        if (_is_int(width) and abs(width) > MAX_WIDTH) or (
+            isinstance(width, str) and len(width) > MAX_WIDTH
+        ):
+            raise SecurityError(f"{name} is limited to {MAX_WIDTH:,}")
+        return function(value, *args, **kwargs)
+
+    return bounded
+
+
+def _printf_checked(function: Callable[..., Any]) -> Callable[..., Any]:
+    def checked(value: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(value, str) and _PRINTF_WIDE.search(value):
+            raise SecurityError("format widths are limited to four digits")
+        return function(value, *args, **kwargs)
+
+    return checked
 
 
 def _is_int(value: Any) -> bool:
@@ -86,7 +134,8 @@ def check_template(text: str, *, step_ref: str, field: str) -> tuple[str, ...]:
     """Parse ``text`` without rendering it; return the refs it reads from ``parent_outputs``.
 
     Raises:
-        TemplateRenderError: a syntax error, with the step, the field and the template.
+        WorkflowDefinitionError: a syntax error, an unknown filter or a name the sandbox
+            forbids, with the step, the field and the template.
     """
     if not _is_template(text):
         return ()
@@ -94,16 +143,25 @@ def check_template(text: str, *, step_ref: str, field: str) -> tuple[str, ...]:
         tree = _ENV.parse(text)
         _compiled(text)  # compiling also finds unknown filters and tests
     except TemplateError as exc:
-        raise _error(step_ref, field, text, exc) from None
+        raise _refusal(step_ref, field, text, exc) from None
     refs: list[str] = []
     for node in tree.find_all(nodes.Getattr):
+        _check_name(node.attr, step_ref, field, text)
         if _is_parent_outputs(node.node):
             refs.append(node.attr)
     for item in tree.find_all(nodes.Getitem):
         key = item.arg
-        if _is_parent_outputs(item.node) and isinstance(key, nodes.Const):
-            refs.append(str(key.value))
+        if isinstance(key, nodes.Const) and isinstance(key.value, str):
+            _check_name(key.value, step_ref, field, text)
+            if _is_parent_outputs(item.node):
+                refs.append(key.value)
     return tuple(dict.fromkeys(refs))
+
+
+def _check_name(name: str, step_ref: str, field: str, text: str) -> None:
+    # What the sandbox would refuse when rendering, refused when the definition is created.
+    if name.startswith("__"):
+        raise _refusal(step_ref, field, text, SecurityError(f"{name!r} is not readable here"))
 
 
 def _is_parent_outputs(node: nodes.Node) -> bool:
@@ -160,12 +218,13 @@ def template_context(payload: Any, parent_outputs: Mapping[str, Any]) -> dict[st
 def _render_string(text: str, context: Mapping[str, Any], step_ref: str, field: str) -> Any:
     if not _is_template(text):
         return text
-    expression = _sole_expression(text)
-    if expression is None:
-        return render_text(text, context, step_ref=step_ref, field=field)
     try:
-        result = expression(**context)
-        return _to_json(result)
+        expression = _sole_expression(text)
+        if expression is None:
+            return render_text(text, context, step_ref=step_ref, field=field)
+        return _to_json(expression(**context))
+    except TemplateRenderError:
+        raise
     except Exception as exc:
         raise _error(step_ref, field, text, exc) from None
 
@@ -207,8 +266,16 @@ def _to_json(value: Any) -> Any:
 
 
 def _error(step_ref: str, field: str, text: str, exc: BaseException) -> TemplateRenderError:
+    return TemplateRenderError(_message(step_ref, field, text, exc))
+
+
+def _refusal(step_ref: str, field: str, text: str, exc: BaseException) -> WorkflowDefinitionError:
+    return WorkflowDefinitionError(_message(step_ref, field, text, exc))
+
+
+def _message(step_ref: str, field: str, text: str, exc: BaseException) -> str:
     shown = text if len(text) <= 200 else text[:200] + "…"
     reason = str(exc) or type(exc).__name__
     if isinstance(exc, TemplateError) and getattr(exc, "lineno", None) and "\n" in text:
         reason = f"{reason} (line {getattr(exc, 'lineno', '?')})"
-    return TemplateRenderError(f"step {step_ref!r}: {field}: template {shown!r}: {reason}")
+    return f"step {step_ref!r}: {field}: template {shown!r}: {reason}"
