@@ -35,7 +35,18 @@ def test_layers_point_inward() -> None:
 
 def test_public_surface_is_exactly_all() -> None:
     exported = {name for name in dir(stepstone) if not name.startswith("_")}
-    modules = {"domain", "sdk", "runtime", "storage", "engine", "worker", "api", "cli", "testing"}
+    modules = {
+        "domain",
+        "sdk",
+        "runtime",
+        "storage",
+        "engine",
+        "worker",
+        "api",
+        "cli",
+        "testing",
+        "graph",
+    }
     assert exported - modules == set(stepstone.__all__)
     for name in stepstone.__all__:
         assert getattr(stepstone, name).__module__.startswith("stepstone.sdk")
