@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -84,4 +85,26 @@ def create_app(engine: Engine, *, open_access: bool = False) -> FastAPI:
         return JSONResponse({"status": "ok"})
 
     cloudflare.install(app)
+    _answer_400_not_422(app)
     return app
+
+
+def _answer_400_not_422(app: FastAPI) -> None:
+    """Invalid requests are answered 400 in the family's shape (``validation_error``): drop
+    the 422 and its schemas that FastAPI lists on every operation with parameters."""
+    plain_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = plain_openapi()
+            for operations in schema.get("paths", {}).values():
+                for operation in operations.values():
+                    if isinstance(operation, dict):
+                        operation.get("responses", {}).pop("422", None)
+            schemas = schema.get("components", {}).get("schemas", {})
+            for name in ("HTTPValidationError", "ValidationError"):
+                schemas.pop(name, None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, FastAPI, Path, Query, Request
 
+from stepstone.api.cloudflare import models as m
 from stepstone.api.cloudflare import shapes
 from stepstone.api.cloudflare.auth import Caller, caller
 from stepstone.api.cloudflare.bodies import InstanceCreate, StatusChange, WorkflowPut
@@ -36,8 +37,14 @@ def _no_nul(request: Request) -> None:
 
 
 router = APIRouter(
-    prefix=f"{PREFIX}/accounts/{{account_id}}", tags=["cloudflare"], dependencies=[Depends(_no_nul)]
+    prefix=f"{PREFIX}/accounts/{{account_id}}",
+    tags=["cloudflare"],
+    dependencies=[Depends(_no_nul)],
+    responses=m.ERROR_RESPONSES,
 )
+#: Routes return the dicts ``shapes`` builds; FastAPI checks them against the response model
+#: and leaves out only the optional keys the dict did not have.
+_SHAPED: dict[str, Any] = {"response_model_exclude_unset": True}
 _STEP_TYPES = {
     "do": StepType.STEP,
     "step": StepType.STEP,
@@ -51,7 +58,7 @@ def _page_info(page: int, per_page: int, count: int, total: int) -> dict[str, in
 
 
 # ---------------------------------------------------------------------- workflows
-@router.get("/workflows")
+@router.get("/workflows", response_model=m.Envelope[list[m.WorkflowInfo]], **_SHAPED)
 async def list_workflows(
     who: Reader, page: Page = 1, per_page: PerPage = 50, search: str | None = None
 ) -> dict[str, Any]:
@@ -64,7 +71,7 @@ async def list_workflows(
     return ok(shaped, _page_info(page, per_page, len(shaped), total))
 
 
-@router.get("/workflows/{workflow_name}")
+@router.get("/workflows/{workflow_name}", response_model=m.Envelope[m.WorkflowInfo], **_SHAPED)
 async def get_workflow(who: Reader, workflow_name: WorkflowName) -> dict[str, Any]:
     workflow = await who.engine.get_workflow(workflow_name, tenant=who.tenant)
     if workflow.current_version_id is None:
@@ -73,7 +80,7 @@ async def get_workflow(who: Reader, workflow_name: WorkflowName) -> dict[str, An
     return ok(shapes.workflow(workflow, counts, who.engine.clock.now_ms()))
 
 
-@router.put("/workflows/{workflow_name}")
+@router.put("/workflows/{workflow_name}", response_model=m.Envelope[m.WorkflowUpdate], **_SHAPED)
 async def put_workflow(
     who: Writer, workflow_name: WorkflowName, body: WorkflowPut
 ) -> dict[str, Any]:
@@ -92,14 +99,14 @@ async def put_workflow(
     return ok(shapes.workflow_update(deployed.workflow, deployed.version.id))
 
 
-@router.delete("/workflows/{workflow_name}")
+@router.delete("/workflows/{workflow_name}", response_model=m.Envelope[m.Deleted], **_SHAPED)
 async def delete_workflow(who: Writer, workflow_name: WorkflowName) -> dict[str, Any]:
     """Delete a workflow and its instances; the script stays."""
     await who.engine.delete_workflow(workflow_name, tenant=who.tenant)
     return ok({"status": "ok", "success": True})
 
 
-@router.put("/workers/scripts/{script_name}")
+@router.put("/workers/scripts/{script_name}", response_model=m.Envelope[m.ScriptInfo], **_SHAPED)
 async def upload_script(
     who: Writer, script_name: Annotated[str, Path(min_length=1, max_length=64)], request: Request
 ) -> dict[str, Any]:
@@ -116,7 +123,9 @@ async def upload_script(
 
 
 # ---------------------------------------------------------------------- versions
-@router.get("/workflows/{workflow_name}/versions")
+@router.get(
+    "/workflows/{workflow_name}/versions", response_model=m.Envelope[list[m.VersionInfo]], **_SHAPED
+)
 async def list_versions(
     who: Reader, workflow_name: WorkflowName, page: Page = 1, per_page: PerPage = 50
 ) -> dict[str, Any]:
@@ -127,13 +136,21 @@ async def list_versions(
     )
 
 
-@router.get("/workflows/{workflow_name}/versions/{version_id}")
+@router.get(
+    "/workflows/{workflow_name}/versions/{version_id}",
+    response_model=m.Envelope[m.VersionInfo],
+    **_SHAPED,
+)
 async def get_version(who: Reader, workflow_name: WorkflowName, version_id: str) -> dict[str, Any]:
     version = await who.engine.get_version(workflow_name, version_id, tenant=who.tenant)
     return ok(shapes.version(version))
 
 
-@router.get("/workflows/{workflow_name}/versions/{version_id}/graph")
+@router.get(
+    "/workflows/{workflow_name}/versions/{version_id}/graph",
+    response_model=m.Envelope[m.VersionGraph],
+    **_SHAPED,
+)
 async def get_graph(who: Reader, workflow_name: WorkflowName, version_id: str) -> dict[str, Any]:
     """The parsed step graph (empty until the graph parser lands)."""
     version = await who.engine.get_version(workflow_name, version_id, tenant=who.tenant)
@@ -141,14 +158,20 @@ async def get_graph(who: Reader, workflow_name: WorkflowName, version_id: str) -
     return ok(shapes.version_header(version) | {"graph": {"version": 1, "workflow": graph}})
 
 
-@router.get("/workflows/{workflow_name}/versions/{version_id}/dag")
+@router.get(
+    "/workflows/{workflow_name}/versions/{version_id}/dag",
+    response_model=m.Envelope[m.VersionDag],
+    **_SHAPED,
+)
 async def get_dag(who: Reader, workflow_name: WorkflowName, version_id: str) -> dict[str, Any]:
     version = await who.engine.get_version(workflow_name, version_id, tenant=who.tenant)
     return ok(shapes.version_header(version) | {"dag": {}})
 
 
 # ---------------------------------------------------------------------- instances
-@router.post("/workflows/{workflow_name}/instances")
+@router.post(
+    "/workflows/{workflow_name}/instances", response_model=m.Envelope[m.InstanceCreated], **_SHAPED
+)
 async def create_instance(
     who: Executor, workflow_name: WorkflowName, body: InstanceCreate | None = None
 ) -> dict[str, Any]:
@@ -159,7 +182,11 @@ async def create_instance(
     return ok(shapes.instance_created(created))
 
 
-@router.post("/workflows/{workflow_name}/instances/batch")
+@router.post(
+    "/workflows/{workflow_name}/instances/batch",
+    response_model=m.Envelope[list[m.InstanceCreated]],
+    **_SHAPED,
+)
 async def create_batch(
     who: Executor,
     workflow_name: WorkflowName,
@@ -180,7 +207,11 @@ def _request(body: InstanceCreate) -> InstanceRequest:
     return InstanceRequest(body.instance_id, body.payload(), retention)
 
 
-@router.get("/workflows/{workflow_name}/instances")
+@router.get(
+    "/workflows/{workflow_name}/instances",
+    response_model=m.Envelope[list[m.InstanceSummary]],
+    **_SHAPED,
+)
 async def list_instances(
     who: Reader,
     workflow_name: WorkflowName,
@@ -223,7 +254,11 @@ def _ms(when: datetime | None) -> int | None:
     return int(when.timestamp() * 1000)
 
 
-@router.get("/workflows/{workflow_name}/instances/terminate")
+@router.get(
+    "/workflows/{workflow_name}/instances/terminate",
+    response_model=m.Envelope[m.TerminateJob],
+    **_SHAPED,
+)
 async def terminate_job(who: Reader, workflow_name: WorkflowName) -> dict[str, Any]:
     """Status of the last terminate-all job of this workflow."""
     workflow = await who.engine.get_workflow(workflow_name, tenant=who.tenant)
@@ -233,7 +268,11 @@ async def terminate_job(who: Reader, workflow_name: WorkflowName) -> dict[str, A
     )
 
 
-@router.post("/workflows/{workflow_name}/instances/batch/terminate")
+@router.post(
+    "/workflows/{workflow_name}/instances/batch/terminate",
+    response_model=m.Envelope[m.TerminateJob],
+    **_SHAPED,
+)
 async def terminate_batch(
     who: Executor,
     workflow_name: WorkflowName,
@@ -244,7 +283,11 @@ async def terminate_batch(
     return ok({"instancesTerminated": terminated, "status": "completed"})
 
 
-@router.get("/workflows/{workflow_name}/instances/{instance_id}")
+@router.get(
+    "/workflows/{workflow_name}/instances/{instance_id}",
+    response_model=m.Envelope[m.InstanceDetail],
+    **_SHAPED,
+)
 async def get_instance(
     who: Reader,
     workflow_name: WorkflowName,
@@ -264,7 +307,11 @@ async def get_instance(
     )
 
 
-@router.get("/workflows/{workflow_name}/instances/{instance_id}/step")
+@router.get(
+    "/workflows/{workflow_name}/instances/{instance_id}/step",
+    response_model=m.Envelope[m.StepResult],
+    **_SHAPED,
+)
 async def get_step(
     who: Reader,
     workflow_name: WorkflowName,
@@ -299,7 +346,11 @@ async def get_step(
     return ok({"status": step.state.value, "error": error, "output": output})
 
 
-@router.patch("/workflows/{workflow_name}/instances/{instance_id}/status")
+@router.patch(
+    "/workflows/{workflow_name}/instances/{instance_id}/status",
+    response_model=m.Envelope[m.StatusChanged],
+    **_SHAPED,
+)
 async def change_status(
     who: Executor, workflow_name: WorkflowName, instance_id: InstanceId, body: StatusChange
 ) -> dict[str, Any]:
@@ -320,7 +371,11 @@ async def change_status(
     return ok({"status": changed.status.value, "timestamp": shapes.iso(changed.modified_at)})
 
 
-@router.post("/workflows/{workflow_name}/instances/{instance_id}/events/{event_type}")
+@router.post(
+    "/workflows/{workflow_name}/instances/{instance_id}/events/{event_type}",
+    response_model=m.Envelope[m.EventSent],
+    **_SHAPED,
+)
 async def send_event(
     who: Executor,
     workflow_name: WorkflowName,
