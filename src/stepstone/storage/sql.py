@@ -33,7 +33,6 @@ from stepstone.storage.base import (
     OwnedInstance,
     Page,
 )
-from stepstone.storage.batching import Batcher, Outcomes
 from stepstone.storage.catalog_sql import CatalogQueries
 from stepstone.storage.database import Database
 from stepstone.storage.dialect import Dialect, schema_revisions
@@ -62,7 +61,6 @@ class SqlStore(CatalogQueries, KeyQueries):
     def __init__(self, db: Database, dialect: Dialect) -> None:
         self._db = db
         self._dialect = dialect
-        self._step_commits = Batcher(self._save_steps)
         self._upsert_step_statement = dialect.upsert(
             steps,
             keys=("instance_pk", "name", "count"),
@@ -447,24 +445,11 @@ class SqlStore(CatalogQueries, KeyQueries):
         return await self._db.write(tx)
 
     async def save_step(self, claim: Claim, record: StepRecord, now: int) -> None:
-        await self._step_commits.submit((claim, record, now))
+        def tx(conn: Connection) -> None:
+            _fence(conn, claim, now)
+            self._upsert_step(conn, claim.instance.pk, record)
 
-    async def _save_steps(self, items: Sequence[tuple[Claim, StepRecord, int]]) -> Outcomes:
-        """One transaction for many instances' step results; each fenced by its own claim."""
-
-        def tx(conn: Connection) -> Outcomes:
-            outcomes: Outcomes = []
-            for claim, record, now in items:
-                try:
-                    _fence(conn, claim, now)
-                except LeaseLostError as lost:
-                    outcomes.append(lost)
-                    continue
-                self._upsert_step(conn, claim.instance.pk, record)
-                outcomes.append(None)
-            return outcomes
-
-        return await self._db.write(tx)
+        await self._db.write(tx)
 
     def _upsert_step(self, conn: Connection, pk: int, record: StepRecord) -> None:
         conn.execute(self._upsert_step_statement, {"instance_pk": pk, **rows.step_values(record)})
