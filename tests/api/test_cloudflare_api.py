@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
@@ -351,6 +352,17 @@ async def test_retention_purges_finished_instances(
     assert counts["complete"] == 1
 
 
+async def _job_done(api: Api) -> dict[str, Any]:
+    """Poll the terminate job with a deadline until it has completed."""
+    deadline = asyncio.get_running_loop().time() + 10
+    while (job := await api.ok("GET", "workflows/approval/instances/terminate"))[
+        "status"
+    ] != "completed":
+        assert asyncio.get_running_loop().time() < deadline, f"terminate job stuck: {job}"
+        await asyncio.sleep(0.01)
+    return dict(job)
+
+
 async def test_batch_terminate_and_its_job_status(
     engine: Engine, worker: Worker, acme: Api
 ) -> None:
@@ -364,12 +376,14 @@ async def test_batch_terminate_and_its_job_status(
         "instancesTerminated": 0,
     }
 
-    done = await acme.ok("POST", "workflows/approval/instances/batch/terminate", json=["w0", "w1"])
-    assert done["instancesTerminated"] == 2
-    job = await acme.ok("GET", "workflows/approval/instances/terminate")
-    assert job == {"status": "completed", "instancesTerminated": 2}
+    started = await acme.ok(
+        "POST", "workflows/approval/instances/batch/terminate", json=["w0", "w1"]
+    )
+    assert started == {"status": "running", "instancesTerminated": 2}  # an asynchronous job
+    assert await _job_done(acme) == {"status": "completed", "instancesTerminated": 2}
     rest = await acme.ok("POST", "workflows/approval/instances/batch/terminate")
-    assert rest["instancesTerminated"] == 1
+    assert rest == {"status": "running", "instancesTerminated": 1}
+    assert await _job_done(acme) == {"status": "completed", "instancesTerminated": 1}
     statuses = {
         i.id: i.status for i in (await engine.list_instances("approval", tenant="acme")).items
     }

@@ -6,6 +6,7 @@ shapes; the store only persists, and the worker only drives.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,6 +98,7 @@ class Engine:
         self.clock = clock or SystemClock()
         self.notifier = notifier or Notifier()
         self.loader = loader or VersionLoader()
+        self._jobs: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ deploy
     async def deploy_path(
@@ -442,8 +444,12 @@ class Engine:
         instance_ids: Sequence[str] | None,
         *,
         tenant: str = DEFAULT_TENANT,
-    ) -> int:
-        """Terminate the given instances (``None``: every unfinished one); how many ended."""
+    ) -> dict[str, Any]:
+        """Start a job that terminates the given instances (``None``: every unfinished one).
+
+        The job runs in the background of this process; its progress is the workflow's
+        ``terminate_job`` (``running``, then ``completed`` with the number terminated).
+        """
         workflow = await self._workflow(tenant, workflow_name)
         if instance_ids is None:
             unfinished = [s for s in InstanceStatus if not s.is_terminal]
@@ -467,18 +473,27 @@ class Engine:
             "started_at": self.clock.now_ms(),
         }
         await self.store.set_terminate_job(workflow.id, job)
+        task = asyncio.create_task(
+            self._terminate(workflow, targets, dict(job), tenant), name="terminate job"
+        )
+        self._jobs.add(task)  # keep a reference until it ends
+        task.add_done_callback(self._jobs.discard)
+        return job
+
+    async def _terminate(
+        self, workflow: Workflow, targets: Sequence[str], job: dict[str, Any], tenant: str
+    ) -> None:
         terminated = 0
         for instance_id in targets:
             try:
                 await self.change_status(
-                    workflow_name, instance_id, Action.TERMINATE, tenant=tenant
+                    workflow.name, instance_id, Action.TERMINATE, tenant=tenant
                 )
                 terminated += 1
             except (NotFoundError, ConflictError):
                 continue  # already finished, or never there: nothing to terminate
         job.update(status="completed", terminated=terminated, ended_at=self.clock.now_ms())
         await self.store.set_terminate_job(workflow.id, job)
-        return terminated
 
     async def find_step(
         self,

@@ -278,9 +278,10 @@ async def terminate_batch(
     workflow_name: WorkflowName,
     body: Annotated[list[str] | None, Body(max_length=10_000)] = None,
 ) -> dict[str, Any]:
-    """Terminate the listed instances (no body: every unfinished one)."""
-    terminated = await who.engine.terminate_many(workflow_name, body, tenant=who.tenant)
-    return ok({"instancesTerminated": terminated, "status": "completed"})
+    """Start a job terminating the listed instances (no body: every unfinished one); its
+    progress is at ``GET .../instances/terminate``."""
+    job = await who.engine.terminate_many(workflow_name, body, tenant=who.tenant)
+    return ok({"instancesTerminated": job["requested"], "status": job["status"]})
 
 
 @router.get(
