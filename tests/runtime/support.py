@@ -1,15 +1,27 @@
-"""Helpers the runtime tests share: reading an instance back, waiting with a deadline."""
+"""Helpers the runtime tests share: counting step executions, reading an instance back,
+waiting with a deadline."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from stepstone.domain.records import Instance, StepRecord
 from stepstone.domain.status import InstanceStatus
 from stepstone.engine import Engine
+
+CALLS: Counter[str] = Counter()
+"""How often each step function ran; cleared before every test (tests/runtime/conftest.py).
+Module-level, so the workflow classes the tests deploy can count into it across replays."""
+
+
+def counted(name: str) -> str:
+    """A step function that counts its executions and returns its name."""
+    CALLS[name] += 1
+    return name
 
 
 async def instance_of(engine: Engine, workflow: str, instance_id: str) -> Instance:

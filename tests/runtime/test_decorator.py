@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,18 +13,15 @@ from stepstone.domain.status import InstanceStatus
 from stepstone.engine import Engine
 from stepstone.runtime.clock import FakeClock
 from stepstone.worker.worker import Worker
-from tests.runtime.support import instance_of, output_of, step_named, steps_of
+from tests.runtime.support import CALLS, instance_of, output_of, step_named, steps_of
 
-CALLS: Counter[str] = Counter()
 ATTEMPTS: list[int] = []
 
 
 @pytest.fixture(autouse=True)
 def _reset() -> Iterator[None]:
-    CALLS.clear()
     ATTEMPTS.clear()
     yield
-    CALLS.clear()
     ATTEMPTS.clear()
 
 

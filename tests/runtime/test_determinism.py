@@ -2,32 +2,14 @@
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterator
 from typing import Any
-
-import pytest
 
 from stepstone import WorkflowEntrypoint, WorkflowEvent, WorkflowStep
 from stepstone.domain.status import InstanceStatus
 from stepstone.engine import Engine
 from stepstone.runtime.clock import FakeClock
 from stepstone.worker.worker import Worker
-from tests.runtime.support import instance_of, steps_of
-
-CALLS: Counter[str] = Counter()
-
-
-@pytest.fixture(autouse=True)
-def _reset() -> Iterator[None]:
-    CALLS.clear()
-    yield
-    CALLS.clear()
-
-
-def counted(name: str) -> str:
-    CALLS[name] += 1
-    return name
+from tests.runtime.support import CALLS, counted, instance_of, steps_of
 
 
 class Original(WorkflowEntrypoint):

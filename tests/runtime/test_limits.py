@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,17 +17,9 @@ from stepstone.domain.records import StepState
 from stepstone.domain.status import InstanceStatus
 from stepstone.engine import Engine
 from stepstone.worker.worker import Worker
-from tests.runtime.support import instance_of, output_of, step_named, steps_of
+from tests.runtime.support import CALLS, instance_of, output_of, step_named, steps_of
 
-CALLS: Counter[str] = Counter()
 TOO_BIG = "x" * MAX_JSON_BYTES  # with its quotes, two bytes over the limit
-
-
-@pytest.fixture(autouse=True)
-def _reset() -> Iterator[None]:
-    CALLS.clear()
-    yield
-    CALLS.clear()
 
 
 def huge() -> str:

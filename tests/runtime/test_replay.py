@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterator
 from typing import Any
-
-import pytest
 
 from stepstone import StepFailedError, WorkflowEntrypoint, WorkflowEvent, WorkflowStep
 from stepstone.domain.records import StepState, StepType
@@ -14,16 +10,7 @@ from stepstone.domain.status import InstanceStatus
 from stepstone.engine import Engine
 from stepstone.runtime.clock import FakeClock
 from stepstone.worker.worker import Worker
-from tests.runtime.support import instance_of, output_of, status_of, steps_of
-
-CALLS: Counter[str] = Counter()
-
-
-@pytest.fixture(autouse=True)
-def _reset() -> Iterator[None]:
-    CALLS.clear()
-    yield
-    CALLS.clear()
+from tests.runtime.support import CALLS, instance_of, output_of, status_of, steps_of
 
 
 def counted(name: str, value: Any) -> Any:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,16 +20,7 @@ from stepstone.domain.status import InstanceStatus
 from stepstone.engine import Engine
 from stepstone.runtime.clock import FakeClock
 from stepstone.worker.worker import Worker
-from tests.runtime.support import instance_of, output_of, step_named
-
-CALLS: Counter[str] = Counter()
-
-
-@pytest.fixture(autouse=True)
-def _reset() -> Iterator[None]:
-    CALLS.clear()
-    yield
-    CALLS.clear()
+from tests.runtime.support import CALLS, instance_of, output_of, step_named
 
 
 def flaky(name: str, failures: int) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,10 +20,9 @@ from stepstone.engine import Engine
 from stepstone.engine.engine import DEFAULT_TENANT
 from stepstone.runtime.clock import FakeClock
 from stepstone.worker.worker import Worker
-from tests.runtime.support import instance_of, steps_of
+from tests.runtime.support import CALLS, instance_of, steps_of
 
 S = InstanceStatus
-CALLS: Counter[str] = Counter()
 SEEN: list[dict[str, Any]] = []
 ENGINE: list[Engine] = []
 """The test's engine, so a compensation can look at its instance while it runs."""
@@ -32,11 +30,9 @@ ENGINE: list[Engine] = []
 
 @pytest.fixture(autouse=True)
 def _reset(engine: Engine) -> Iterator[None]:
-    CALLS.clear()
     SEEN.clear()
     ENGINE[:] = [engine]
     yield
-    CALLS.clear()
     SEEN.clear()
     ENGINE.clear()
 

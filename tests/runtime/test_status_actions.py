@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,22 +12,9 @@ from stepstone.domain.status import Action, InstanceStatus
 from stepstone.engine import Engine
 from stepstone.runtime.clock import FakeClock
 from stepstone.worker.worker import Worker
-from tests.runtime.support import instance_of, output_of, status_of, steps_of
+from tests.runtime.support import CALLS, counted, instance_of, output_of, status_of, steps_of
 
 S = InstanceStatus
-CALLS: Counter[str] = Counter()
-
-
-@pytest.fixture(autouse=True)
-def _reset() -> Iterator[None]:
-    CALLS.clear()
-    yield
-    CALLS.clear()
-
-
-def counted(name: str) -> str:
-    CALLS[name] += 1
-    return name
 
 
 class Napper(WorkflowEntrypoint):
