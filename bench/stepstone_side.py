@@ -56,7 +56,8 @@ class Harness:
     deployed: dict[str, Deployed]
 
     async def statuses(self, workflow: str) -> dict[str, int]:
-        return await self.engine.store.count_instances(self.deployed[workflow].workflow.id)
+        deployed = self.deployed[workflow].workflow
+        return (await self.engine.instance_counts([deployed]))[deployed.id]
 
     async def wait_all_complete(self, workflow: str, total: int, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s

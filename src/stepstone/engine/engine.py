@@ -186,6 +186,10 @@ class Engine:
     ) -> tuple[list[Workflow], int]:
         return await self.store.list_workflows(tenant, search=search, limit=limit, offset=offset)
 
+    async def instance_counts(self, workflows: Sequence[Workflow]) -> dict[str, dict[str, int]]:
+        """Each workflow's instances per status, by workflow id."""
+        return await self.store.count_instances([w.id for w in workflows])
+
     async def list_versions(self, name: str, *, tenant: str = DEFAULT_TENANT) -> list[Version]:
         workflow = await self._workflow(tenant, name)
         return await self.store.list_versions(workflow.id)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, and_, delete, func, insert, select, update
@@ -200,11 +200,14 @@ class CatalogQueries:
         found = await self._db.read(lambda conn: conn.execute(query).all())
         return [rows.to_version(r) for r in found]
 
-    async def count_instances(self, workflow_id: str) -> dict[str, int]:
+    async def count_instances(self, workflow_ids: Sequence[str]) -> dict[str, dict[str, int]]:
         query = (
-            select(instances.c.status, func.count())
-            .where(instances.c.workflow_id == workflow_id)
-            .group_by(instances.c.status)
+            select(instances.c.workflow_id, instances.c.status, func.count())
+            .where(instances.c.workflow_id.in_(list(workflow_ids)))
+            .group_by(instances.c.workflow_id, instances.c.status)
         )
         found = await self._db.read(lambda conn: conn.execute(query).all())
-        return {status: count for status, count in found}
+        counts: dict[str, dict[str, int]] = {w: {} for w in workflow_ids}
+        for workflow_id, status, count in found:
+            counts[workflow_id][status] = count
+        return counts

@@ -67,7 +67,8 @@ async def list_workflows(
         search=search, limit=per_page, offset=(page - 1) * per_page, tenant=who.tenant
     )
     now = who.engine.clock.now_ms()
-    shaped = [shapes.workflow(w, await who.engine.store.count_instances(w.id), now) for w in items]
+    counts = await who.engine.instance_counts(items)
+    shaped = [shapes.workflow(w, counts[w.id], now) for w in items]
     return ok(shaped, _page_info(page, per_page, len(shaped), total))
 
 
@@ -76,7 +77,7 @@ async def get_workflow(who: Reader, workflow_name: WorkflowName) -> dict[str, An
     workflow = await who.engine.get_workflow(workflow_name, tenant=who.tenant)
     if workflow.current_version_id is None:
         raise ValidationError(f"workflow {workflow_name!r} has no deployed versions")
-    counts = await who.engine.store.count_instances(workflow.id)
+    counts = (await who.engine.instance_counts([workflow]))[workflow.id]
     return ok(shapes.workflow(workflow, counts, who.engine.clock.now_ms()))
 
 
