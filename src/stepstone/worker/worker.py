@@ -97,6 +97,7 @@ class Worker:
         self._stranded: list[Claim] = []
         """Runs a database failure stopped; their leases go back once the database answers."""
         self._purged_at = 0
+        self._cron_at = 0
 
     @property
     def running(self) -> int:
@@ -158,7 +159,7 @@ class Worker:
         stale = self.clock.now_ms() - self._checked_at >= self.settings.poll_ms
         if changed & self._runs.keys() or stale:
             await self.refresh(renew=False)
-        await fire_due(self.store, self.clock, self.notifier)
+        await self._cron()
         await self._purge()
         await self._claim()
 
@@ -167,6 +168,9 @@ class Worker:
         until = now + self.settings.poll_ms
         if self.running < self.settings.max_concurrency:
             wakeup = await self.store.next_wakeup(now)
+            if wakeup is not None and wakeup <= now:
+                # Only a cron tick can be already due: the next cron look starts it.
+                wakeup = self._cron_at + self.settings.poll_ms
             if wakeup is not None:
                 until = min(until, wakeup)
         waits = [
@@ -179,6 +183,16 @@ class Worker:
         finally:
             for waiting in waits:
                 waiting.cancel()
+
+    async def _cron(self) -> None:
+        """Start due cron instances; at most once a poll interval, so a busy loop (woken by
+        every finished instance) does not read the schedules each time. A tick may thus start
+        up to ``poll_ms`` late; its ``scheduledTime`` stays exact."""
+        now = self.clock.now_ms()
+        if now - self._cron_at < self.settings.poll_ms:
+            return
+        self._cron_at = now
+        await fire_due(self.store, self.clock, self.notifier)
 
     async def _purge(self) -> None:
         """Now and then, delete finished instances whose retention has run out."""
