@@ -15,7 +15,8 @@ STEPS = 10
 """No-op steps per workflow, the shape of the issue's reference figures."""
 
 
-def noop() -> None:
+async def noop() -> None:
+    """Async, as the peer's no-op step is: a sync step function runs in a thread."""
     return None
 
 

@@ -91,6 +91,13 @@ _RUNTIME_SOURCES: dict[InstanceStatus, frozenset[InstanceStatus]] = {
 }
 
 
+#: What the runtime does first with an instance it picks up, done by the claim itself: a queued
+#: or waiting instance is running from the moment a worker holds it.
+ON_CLAIM: dict[InstanceStatus, InstanceStatus] = {
+    s: S.RUNNING for s in _RUNTIME_SOURCES[S.RUNNING] if s is not S.RUNNING
+}
+
+
 def next_status(action: Action, current: InstanceStatus) -> InstanceStatus:
     """The status ``action`` leads to from ``current``, or raise ``IllegalTransitionError``."""
     target = _USER_TRANSITIONS[action].get(current)

@@ -103,7 +103,7 @@ class InstanceRun:
 
     # ------------------------------------------------------------ used by DurableStep
     async def save(self, record: StepRecord) -> None:
-        await _stored(self.store.save_step(self.claim, record, self.clock.now_ms()))
+        await _stored(self.store.save_step(self.claim, record))
         self.history.remember(record)
 
     async def take_event(self, record: StepRecord) -> StepRecord | None:
@@ -219,13 +219,16 @@ class InstanceRun:
             if not await self._move(S.RUNNING, ready_at=now, **fields):
                 return
         try:
-            version = await _stored(self.store.get_version(instance.version_id))
+            version = self.loader.known(instance.version_id) or await _stored(
+                self.store.get_version(instance.version_id)
+            )
             if version is None:
                 raise StepstoneError(f"version {instance.version_id} of this instance is gone")
             cls = self.loader.load(version)
-            self.history = History(
-                await _stored(self.store.load_steps(instance.pk)), version.max_steps
+            records = (
+                await _stored(self.store.load_steps(instance.pk)) if self.claim.has_steps else []
             )
+            self.history = History(records, version.max_steps)
         except StepstoneError as exc:
             await self._finish(S.ERRORED, error=exc)
             return

@@ -143,7 +143,13 @@ class VersionLoader:
 
     def __init__(self) -> None:
         self._classes: dict[str, type[WorkflowEntrypoint]] = {}
+        self._versions: dict[str, Version] = {}
         self._lock = threading.Lock()
+
+    def known(self, version_id: str) -> Version | None:
+        """A version loaded before in this process: versions never change, so no need to
+        read it again."""
+        return self._versions.get(version_id)
 
     def pin(self, version_id: str, cls: type[WorkflowEntrypoint]) -> None:
         """Use ``cls`` itself for ``version_id`` in this process (tests, ``stepstone.testing``)."""
@@ -154,6 +160,7 @@ class VersionLoader:
         if cls is None:
             cls = self.load_archive(version.archive, version.module, version.class_name)
             self._classes[version.id] = cls
+        self._versions[version.id] = version
         return cls
 
     def load_archive(

@@ -188,7 +188,14 @@ class Store(Protocol):
         lease_ms: int,
         limit: int,
         runnable: Collection[InstanceStatus],
-    ) -> list[Claim]: ...
+        *,
+        start: Mapping[InstanceStatus, InstanceStatus] | None = None,
+    ) -> list[Claim]:
+        """Take up to ``limit`` ready instances in ``runnable`` statuses under a lease. ``start``
+        maps statuses to the ones claimed instances move to at once (setting ``started_at``
+        if unset): the runtime's first move, in the claim's own transaction."""
+        ...
+
     async def renew(
         self, owner: str, now: int, lease_ms: int, *, pks: Collection[int]
     ) -> list[OwnedInstance]:
@@ -221,7 +228,11 @@ class Store(Protocol):
         """The earliest future instance timer (and cron tick, with ``schedules``)."""
         ...
 
-    async def save_step(self, claim: Claim, record: StepRecord, now: int) -> None: ...
+    async def save_step(self, claim: Claim, record: StepRecord) -> None:
+        """Commit ``record`` (``LeaseLostError`` unless ``claim`` holds); shares a transaction
+        with the other step results committed at the same time."""
+        ...
+
     async def take_event(
         self, claim: Claim, record: StepRecord, now: int
     ) -> tuple[Event, StepRecord] | None: ...

@@ -6,13 +6,14 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, insert, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, func, insert, select, update
 
 from stepstone.domain.ids import new_id
 from stepstone.domain.records import Script, Version, Workflow
 from stepstone.storage import rows
 from stepstone.storage.base import NewVersion
 from stepstone.storage.database import Database
+from stepstone.storage.prepared import Prepared
 from stepstone.storage.tables import events, instances, scripts, steps, versions, workflows
 from stepstone.storage.tables import schedules as cron_schedules
 
@@ -104,13 +105,13 @@ class CatalogQueries:
         return await self._db.write(tx)
 
     async def get_workflow(self, tenant: str, name: str) -> Workflow | None:
-        query = select(workflows).where(workflows.c.tenant == tenant, workflows.c.name == name)
-        row = await self._db.read(lambda conn: conn.execute(query).one_or_none())
+        params = {"tenant": tenant, "name": name}
+        row = await self._db.lookup(lambda conn: _WORKFLOW.first(conn, params))
         return None if row is None else rows.to_workflow(row)
 
     async def get_workflow_by_id(self, workflow_id: str) -> Workflow | None:
-        query = select(workflows).where(workflows.c.id == workflow_id)
-        row = await self._db.read(lambda conn: conn.execute(query).one_or_none())
+        params = {"id": workflow_id}
+        row = await self._db.lookup(lambda conn: _WORKFLOW_BY_ID.first(conn, params))
         return None if row is None else rows.to_workflow(row)
 
     async def list_workflows(
@@ -187,8 +188,8 @@ class CatalogQueries:
         return None if row is None else rows.to_script(row)
 
     async def get_version(self, version_id: str) -> Version | None:
-        query = select(versions).where(versions.c.id == version_id)
-        row = await self._db.read(lambda conn: conn.execute(query).one_or_none())
+        params = {"id": version_id}
+        row = await self._db.lookup(lambda conn: _VERSION.first(conn, params))
         return None if row is None else rows.to_version(row)
 
     async def list_versions(self, workflow_id: str) -> list[Version]:
@@ -211,3 +212,12 @@ class CatalogQueries:
         for workflow_id, status, count in found:
             counts[workflow_id][status] = count
         return counts
+
+
+_WORKFLOW = Prepared(
+    select(workflows).where(
+        workflows.c.tenant == bindparam("tenant"), workflows.c.name == bindparam("name")
+    )
+)
+_WORKFLOW_BY_ID = Prepared(select(workflows).where(workflows.c.id == bindparam("id")))
+_VERSION = Prepared(select(versions).where(versions.c.id == bindparam("id")))

@@ -15,6 +15,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.dml import Insert
 from sqlalchemy.sql.elements import ColumnElement
 
+from stepstone.storage.prepared import Prepared
+
 log = logging.getLogger(__name__)
 
 
@@ -29,6 +31,11 @@ class Dialect(Protocol):
         ...
 
     def migrate(self, connection: Connection) -> None: ...
+    def begin_write(self, connection: Connection) -> None:
+        """Start the write transaction SQLAlchemy has begun on ``connection``, if the database
+        needs more than the driver's implicit one."""
+        ...
+
     def signal(self, connection: Connection, pk: int | None) -> None:
         """Tell other processes, when this transaction commits, that work may be ready."""
         ...
@@ -84,11 +91,10 @@ class SqliteDialect:
     def __init__(self, synchronous: str = "NORMAL") -> None:
         self.synchronous = synchronous
 
-    def configure(self, engine: Engine, *, writer: bool) -> None:
-        """WAL, a busy timeout, foreign keys. Writers take the lock up front (BEGIN IMMEDIATE):
-        that avoids the deadlock of two readers both upgrading to writers, which SQLite cannot
-        resolve by waiting. Readers run each statement on its own (autocommit), which saves
-        two round trips to the driver's thread per read."""
+    def configure(self, engine: Engine) -> None:
+        """WAL, a busy timeout, foreign keys. The driver is left in autocommit mode: readers
+        run each statement on its own, and writers open their transactions themselves
+        (``begin_write``)."""
         synchronous = self.synchronous
 
         @event.listens_for(engine, "connect")
@@ -101,11 +107,10 @@ class SqliteDialect:
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
 
-        if writer:
-
-            @event.listens_for(engine, "begin")
-            def _begin(conn: Connection) -> None:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
+    def begin_write(self, connection: Connection) -> None:
+        """Take the write lock up front (BEGIN IMMEDIATE): that avoids the deadlock of two
+        readers both upgrading to writers, which SQLite cannot resolve by waiting."""
+        _BEGIN_IMMEDIATE.run(connection)
 
     def is_unique_violation(self, exc: IntegrityError) -> bool:
         return "UNIQUE constraint failed" in str(exc.orig)
@@ -128,6 +133,9 @@ class SqliteDialect:
 
 class PostgresDialect:
     name = "postgresql"
+
+    def begin_write(self, connection: Connection) -> None:
+        return None  # psycopg opens the transaction with the first statement
 
     def is_unique_violation(self, exc: IntegrityError) -> bool:
         return getattr(exc.orig, "sqlstate", None) == "23505"
@@ -156,6 +164,7 @@ class PostgresDialect:
 
 
 CHANNEL = "stepstone"
+_BEGIN_IMMEDIATE = Prepared(text("BEGIN IMMEDIATE"))
 
 
 class _Listener(threading.Thread):

@@ -17,9 +17,11 @@ DEFAULT_DATA_DIR = Path(".stepstone")
 ENV_URL = "STEPSTONE_DATABASE_URL"
 _SYNC_LEVELS = {"OFF", "NORMAL", "FULL", "EXTRA"}
 READ_THREADS = 2
-"""SQLite readers; with WAL they never wait for the one writer."""
+"""SQLite reader threads; with WAL they never wait for the one writer."""
 PG_THREADS = 8
-"""PostgreSQL connections (and the threads that use them) per process."""
+"""PostgreSQL reader threads (and their connections) per process, besides the committer's."""
+_INLINE_LEVELS = {"OFF", "NORMAL"}
+"""Synchronous levels at which a WAL commit does not fsync, so it may run on the event loop."""
 
 
 def default_url() -> str:
@@ -57,20 +59,27 @@ async def open_store(url: str | None = None, *, migrate: bool = True) -> SqlStor
         parsed = parsed.difference_update_query(["synchronous"])
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        dialect = SqliteDialect(synchronous)
+        sqlite = SqliteDialect(synchronous)
         options = {"connect_args": {"check_same_thread": False}}
-        writer = create_engine(parsed, pool_size=1, max_overflow=0, **options)
+        # Writers: the loop's committer and the thread's; readers: the threads and the loop's.
+        writer = create_engine(parsed, pool_size=2, max_overflow=0, **options)
         reader = create_engine(
-            parsed, pool_size=READ_THREADS, max_overflow=0, pool_reset_on_return=None, **options
+            parsed,
+            pool_size=READ_THREADS + 1,
+            max_overflow=0,
+            pool_reset_on_return=None,
+            **options,
         )
-        dialect.configure(writer, writer=True)
-        dialect.configure(reader, writer=False)
-        db = Database(writer, reader, write_threads=1, read_threads=READ_THREADS)
-        store = SqlStore(db, dialect)
+        sqlite.configure(writer)
+        sqlite.configure(reader)
+        inline = synchronous in _INLINE_LEVELS
+        db = Database(writer, reader, sqlite.begin_write, read_threads=READ_THREADS, inline=inline)
+        store = SqlStore(db, sqlite)
     else:
-        engine = create_engine(parsed, pool_size=PG_THREADS, max_overflow=0, pool_pre_ping=True)
-        db = Database(engine, engine, write_threads=PG_THREADS, read_threads=PG_THREADS)
-        store = SqlStore(db, PostgresDialect())
+        engine = create_engine(parsed, pool_size=PG_THREADS + 1, max_overflow=0, pool_pre_ping=True)
+        dialect = PostgresDialect()
+        db = Database(engine, engine, dialect.begin_write, read_threads=PG_THREADS)
+        store = SqlStore(db, dialect)
     if migrate:
         await store.migrate()
     return store

@@ -24,6 +24,25 @@ from stepstone.domain.records import (
 from stepstone.domain.status import InstanceStatus
 from stepstone.storage.base import NewInstance
 
+NEW_INSTANCE_COLUMNS = (
+    "id",
+    "workflow_id",
+    "version_id",
+    "tenant",
+    "status",
+    "params",
+    "trigger_source",
+    "schedule",
+    "success_retention_ms",
+    "error_retention_ms",
+    "created_at",
+    "modified_at",
+    "ready_at",
+    "lease_epoch",
+    "terminating",
+)
+"""The columns ``new_instance_row`` fills."""
+
 
 def new_instance_row(n: NewInstance, now: int) -> dict[str, Any]:
     return {

@@ -1,26 +1,35 @@
 """The ``Store`` in SQLAlchemy Core: one set of queries; dialect differences live in ``Dialect``.
 
 Each operation is one transaction, written as a synchronous function of a connection and run
-by ``Database`` on a database thread (one hop from the event loop per transaction).
+by ``Database``, which commits concurrent writes together. This module holds what users do to
+instances; ``runtime_sql`` what workers do, ``catalog_sql`` workflows and versions.
 """
 
 from __future__ import annotations
 
-import json
+import functools
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import replace
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
-from stepstone.domain.errors import DuplicateInstanceError, ValidationError
+from stepstone.domain.errors import DuplicateInstanceError
 from stepstone.domain.records import (
-    Claim,
     Event,
     Instance,
     StepRecord,
-    StepState,
 )
 from stepstone.domain.status import InstanceStatus
 from stepstone.storage import rows
@@ -28,45 +37,26 @@ from stepstone.storage.base import (
     KEEP,
     DueSchedule,
     InstanceFilter,
-    LeaseLostError,
     NewInstance,
-    OwnedInstance,
     Page,
 )
 from stepstone.storage.catalog_sql import CatalogQueries
 from stepstone.storage.database import Database
 from stepstone.storage.dialect import Dialect, schema_revisions
 from stepstone.storage.keys_sql import KeyQueries
+from stepstone.storage.prepared import Prepared
+from stepstone.storage.runtime_sql import RuntimeQueries
 from stepstone.storage.tables import events, instances, steps, workflows
 from stepstone.storage.tables import schedules as cron_schedules
 
-_INSTANCE_FIELDS = frozenset(
-    {
-        "output",
-        "error_name",
-        "error_message",
-        "started_at",
-        "ended_at",
-        "rollback_outcome",
-        "rollback_error_name",
-        "rollback_error_message",
-        "purge_at",
-    }
-)
 
-
-class SqlStore(CatalogQueries, KeyQueries):
+class SqlStore(RuntimeQueries, CatalogQueries, KeyQueries):
     """A ``Store`` over SQLAlchemy Core, for SQLite and PostgreSQL alike."""
 
     def __init__(self, db: Database, dialect: Dialect) -> None:
         self._db = db
         self._dialect = dialect
-        self._upsert_step_statement = dialect.upsert(
-            steps,
-            keys=("instance_pk", "name", "count"),
-            # A completed step is never overwritten: its result is committed exactly once.
-            where=steps.c.state != StepState.COMPLETE.value,
-        )
+        self._init_runtime()
 
     @property
     def url(self) -> str:
@@ -97,7 +87,11 @@ class SqlStore(CatalogQueries, KeyQueries):
         values = [rows.new_instance_row(n, now) for n in new]
 
         def tx(conn: Connection) -> list[Instance]:
-            result = conn.execute(insert(instances).returning(*instances.c), values)
+            result: Sequence[Any]
+            if len(values) == 1:
+                result = _INSERT_ONE.all(conn, values[0])
+            else:
+                result = conn.execute(insert(instances).returning(*instances.c), values).all()
             self._dialect.signal(conn, None)
             return [rows.to_instance(r) for r in result]
 
@@ -115,15 +109,12 @@ class SqlStore(CatalogQueries, KeyQueries):
         return [by_id[n.id] for n in new]
 
     async def get_instance(self, workflow_id: str, instance_id: str) -> Instance | None:
-        query = select(instances).where(
-            instances.c.workflow_id == workflow_id, instances.c.id == instance_id
-        )
-        row = await self._db.read(lambda conn: conn.execute(query).one_or_none())
+        params = {"workflow_id": workflow_id, "id": instance_id}
+        row = await self._db.lookup(lambda conn: _BY_ID.first(conn, params))
         return None if row is None else rows.to_instance(row)
 
     async def get_instance_by_pk(self, pk: int) -> Instance | None:
-        query = select(instances).where(instances.c.pk == pk)
-        row = await self._db.read(lambda conn: conn.execute(query).one_or_none())
+        row = await self._db.lookup(lambda conn: _BY_PK.first(conn, {"pk": pk}))
         return None if row is None else rows.to_instance(row)
 
     async def list_instances(self, workflow_id: str, query: InstanceFilter) -> Page:
@@ -235,21 +226,13 @@ class SqlStore(CatalogQueries, KeyQueries):
     async def add_event(
         self, pk: int, type: str, payload: str, now: int, *, wake: Collection[InstanceStatus]
     ) -> Event:
+        event = {"b_pk": pk, "b_type": type, "b_payload": payload, "b_now": now}
+        woken = {"b_pk": pk, "b_now": now}
+        wake_statement = _wake(frozenset(s.value for s in wake))
+
         def tx(conn: Connection) -> int:
-            seq = conn.execute(
-                insert(events)
-                .values(instance_pk=pk, type=type, payload=payload, received_at=now)
-                .returning(events.c.seq)
-            ).scalar_one()
-            conn.execute(
-                update(instances)
-                .where(
-                    instances.c.pk == pk,
-                    instances.c.status.in_([s.value for s in wake]),
-                    or_(instances.c.ready_at.is_(None), instances.c.ready_at > now),
-                )
-                .values(ready_at=now)
-            )
+            seq = _ADD_EVENT.scalar(conn, event)
+            wake_statement.run(conn, woken)
             self._dialect.signal(conn, pk)
             return int(seq)
 
@@ -260,144 +243,6 @@ class SqlStore(CatalogQueries, KeyQueries):
         query = select(steps).where(steps.c.instance_pk == pk).order_by(steps.c.seq)
         found = await self._db.read(lambda conn: conn.execute(query).all())
         return [rows.to_step(r) for r in found]
-
-    # ---------------------------------------------------------------- instances (workers)
-    async def claim(
-        self,
-        owner: str,
-        now: int,
-        lease_ms: int,
-        limit: int,
-        runnable: Collection[InstanceStatus],
-    ) -> list[Claim]:
-        running = instances.alias("running")
-        busy = (
-            select(func.count())
-            .where(
-                running.c.workflow_id == instances.c.workflow_id, running.c.lease_expires_at >= now
-            )
-            .scalar_subquery()
-        )
-        candidates = self._dialect.skip_locked(
-            select(instances.c.pk, instances.c.workflow_id, workflows.c.concurrency_limit)
-            .join(workflows, workflows.c.id == instances.c.workflow_id)
-            .where(
-                instances.c.ready_at <= now,
-                or_(instances.c.lease_expires_at.is_(None), instances.c.lease_expires_at < now),
-                instances.c.status.in_([s.value for s in runnable]),
-                # A workflow at its concurrency limit waits; others are not held up by it.
-                or_(workflows.c.concurrency_limit.is_(None), workflows.c.concurrency_limit > busy),
-            )
-            .order_by(instances.c.ready_at)
-            .limit(limit),
-            of=instances,
-        )
-
-        def tx(conn: Connection) -> list[Instance]:
-            found = conn.execute(candidates).all()
-            room = _room(conn, found, now)
-            pks = []
-            for row in found:
-                if row.workflow_id in room:
-                    if room[row.workflow_id] <= 0:
-                        continue
-                    room[row.workflow_id] -= 1
-                pks.append(row.pk)
-            if not pks:
-                return []
-            result = conn.execute(
-                update(instances)
-                .where(instances.c.pk.in_(pks))
-                .values(
-                    lease_owner=owner,
-                    lease_expires_at=now + lease_ms,
-                    lease_epoch=instances.c.lease_epoch + 1,
-                )
-                .returning(*instances.c)
-            )
-            return [rows.to_instance(r) for r in result]
-
-        claimed = await self._db.write(tx)
-        claimed.sort(key=lambda i: (i.ready_at or 0, i.pk))
-        return [Claim(instance=i, owner=owner, epoch=i.lease_epoch) for i in claimed]
-
-    async def renew(
-        self, owner: str, now: int, lease_ms: int, *, pks: Collection[int]
-    ) -> list[OwnedInstance]:
-        if not pks:
-            return []
-        statement = (
-            update(instances)
-            .where(instances.c.lease_owner == owner, instances.c.pk.in_(list(pks)))
-            .values(lease_expires_at=now + lease_ms)
-            .returning(*_OWNED)
-        )
-        found = await self._db.write(lambda conn: conn.execute(statement).all())
-        return [_owned(r) for r in found]
-
-    async def purge(self, now: int, limit: int) -> int:
-        def tx(conn: Connection) -> int:
-            pks = list(
-                conn.execute(
-                    select(instances.c.pk)
-                    .where(instances.c.purge_at <= now)
-                    .order_by(instances.c.purge_at)
-                    .limit(limit)
-                ).scalars()
-            )
-            if pks:
-                conn.execute(delete(events).where(events.c.instance_pk.in_(pks)))
-                conn.execute(delete(steps).where(steps.c.instance_pk.in_(pks)))
-                conn.execute(delete(instances).where(instances.c.pk.in_(pks)))
-            return len(pks)
-
-        return await self._db.write(tx)
-
-    async def owned(self, owner: str) -> list[OwnedInstance]:
-        query = select(*_OWNED).where(instances.c.lease_owner == owner)
-        found = await self._db.read(lambda conn: conn.execute(query).all())
-        return [_owned(r) for r in found]
-
-    async def release(self, claims: Sequence[Claim]) -> None:
-        statement = (
-            update(instances)
-            .where(
-                instances.c.pk == bindparam("claim_pk"),
-                instances.c.lease_owner == bindparam("claim_owner"),
-                instances.c.lease_epoch == bindparam("claim_epoch"),
-            )
-            .values(lease_owner=None, lease_expires_at=None)
-        )
-        params = [
-            {"claim_pk": c.instance.pk, "claim_owner": c.owner, "claim_epoch": c.epoch}
-            for c in claims
-        ]
-        if params:
-            await self._db.write(lambda conn: conn.execute(statement, params))
-
-    async def release_all(self, owner: str) -> None:
-        statement = (
-            update(instances)
-            .where(instances.c.lease_owner == owner)
-            .values(lease_owner=None, lease_expires_at=None)
-        )
-        await self._db.write(lambda conn: conn.execute(statement))
-
-    async def next_wakeup(self, now: int, *, schedules: bool = True) -> int | None:
-        def tx(conn: Connection) -> list[Any]:
-            timers = [
-                conn.execute(
-                    select(func.min(instances.c.ready_at)).where(instances.c.ready_at > now)
-                ).scalar_one_or_none()
-            ]
-            if schedules:
-                timers.append(
-                    conn.execute(select(func.min(cron_schedules.c.next_at))).scalar_one_or_none()
-                )
-            return timers
-
-        values = [int(v) for v in await self._db.read(tx) if v is not None]
-        return min(values) if values else None
 
     async def due_schedules(self, now: int, limit: int) -> list[DueSchedule]:
         query = (
@@ -444,154 +289,39 @@ class SqlStore(CatalogQueries, KeyQueries):
 
         return await self._db.write(tx)
 
-    async def save_step(self, claim: Claim, record: StepRecord, now: int) -> None:
-        def tx(conn: Connection) -> None:
-            _fence(conn, claim, now)
-            self._upsert_step(conn, claim.instance.pk, record)
 
-        await self._db.write(tx)
-
-    def _upsert_step(self, conn: Connection, pk: int, record: StepRecord) -> None:
-        conn.execute(self._upsert_step_statement, {"instance_pk": pk, **rows.step_values(record)})
-
-    async def take_event(
-        self, claim: Claim, record: StepRecord, now: int
-    ) -> tuple[Event, StepRecord] | None:
-        pk = claim.instance.pk
-
-        def tx(conn: Connection) -> tuple[Event, StepRecord] | None:
-            _fence(conn, claim, now)
-            row = conn.execute(
-                select(events)
-                .where(
-                    events.c.instance_pk == pk,
-                    events.c.type == record.event_type,
-                    events.c.consumed_by_name.is_(None),
-                )
-                .order_by(events.c.seq)
-                .limit(1)
-            ).one_or_none()
-            if row is None:
-                return None
-            taken = conn.execute(
-                update(events)
-                .where(events.c.seq == row.seq, events.c.consumed_by_name.is_(None))
-                .values(consumed_by_name=record.name, consumed_by_count=record.count)
-            )
-            if taken.rowcount != 1:
-                return None
-            event = Event(row.seq, row.type, row.payload, row.received_at)
-            output = {
-                "type": event.type,
-                "payload": json.loads(event.payload),
-                "timestamp": event.received_at,
-            }
-            done = replace(
-                record, state=StepState.COMPLETE, ended_at=now, output=json.dumps(output)
-            )
-            self._upsert_step(conn, pk, done)
-            return event, done
-
-        return await self._db.write(tx)
-
-    async def move(
-        self,
-        claim: Claim,
-        *,
-        expected: Collection[InstanceStatus],
-        target: InstanceStatus,
-        now: int,
-        ready_at: int | None = KEEP,
-        release: bool = False,
-        wake_for: Collection[str] = (),
-        **fields: Any,
-    ) -> bool:
-        unknown = set(fields) - _INSTANCE_FIELDS
-        if unknown:
-            raise ValidationError(f"unknown instance fields: {sorted(unknown)}")
-        values: dict[str, Any] = {"status": target.value, "modified_at": now, **fields}
-        if ready_at is not KEEP:
-            values["ready_at"] = ready_at
-        if release:
-            values.update(lease_owner=None, lease_expires_at=None)
-        pk = claim.instance.pk
-
-        def tx(conn: Connection) -> bool:
-            moved = conn.execute(
-                update(instances)
-                .where(
-                    instances.c.pk == pk,
-                    instances.c.lease_owner == claim.owner,
-                    instances.c.lease_epoch == claim.epoch,
-                    instances.c.status.in_([s.value for s in expected]),
-                )
-                .values(**values)
-            ).rowcount
-            if moved == 1 and wake_for:
-                # An event that arrived while the instance still looked busy must not wait for
-                # the deadline: in this same transaction, wake the instance if one is pending.
-                pending = (
-                    select(events.c.seq)
-                    .where(
-                        events.c.instance_pk == pk,
-                        events.c.type.in_(list(wake_for)),
-                        events.c.consumed_by_name.is_(None),
-                    )
-                    .exists()
-                )
-                conn.execute(
-                    update(instances).where(instances.c.pk == pk, pending).values(ready_at=now)
-                )
-            if moved == 1 and release:
-                self._dialect.signal(conn, None)  # a new timer, or work for any worker
-            return bool(moved == 1)
-
-        return await self._db.write(tx)
-
-
-def _room(conn: Connection, found: Sequence[Row[Any]], now: int) -> dict[str, int]:
-    """How many more instances each concurrency-limited workflow among ``found`` may run."""
-    limits = {r.workflow_id: r.concurrency_limit for r in found if r.concurrency_limit is not None}
-    if not limits:
-        return {}
-    busy: dict[str, int] = dict(
-        conn.execute(
-            select(instances.c.workflow_id, func.count())
-            .where(instances.c.workflow_id.in_(limits), instances.c.lease_expires_at >= now)
-            .group_by(instances.c.workflow_id)
-        ).all()
+_BY_ID = Prepared(
+    select(instances).where(
+        instances.c.workflow_id == bindparam("workflow_id"), instances.c.id == bindparam("id")
     )
-    return {w: limit - busy.get(w, 0) for w, limit in limits.items()}
-
-
-_OWNED = (instances.c.pk, instances.c.status, instances.c.lease_epoch, instances.c.ready_at)
-
-
-def _owned(row: Row[Any, Any, Any, Any]) -> OwnedInstance:
-    return OwnedInstance(row.pk, InstanceStatus(row.status), row.lease_epoch, row.ready_at)
-
-
-_FENCE = (
-    update(instances)
-    .where(
-        instances.c.pk == bindparam("fence_pk"),
-        instances.c.lease_owner == bindparam("fence_owner"),
-        instances.c.lease_epoch == bindparam("fence_epoch"),
+)
+_BY_PK = Prepared(select(instances).where(instances.c.pk == bindparam("pk")))
+_INSERT_ONE = Prepared(
+    insert(instances)
+    .values({c: bindparam(c) for c in rows.NEW_INSTANCE_COLUMNS})
+    .returning(*instances.c)
+)
+_ADD_EVENT = Prepared(
+    insert(events)
+    .values(
+        instance_pk=bindparam("b_pk"),
+        type=bindparam("b_type"),
+        payload=bindparam("b_payload"),
+        received_at=bindparam("b_now"),
     )
-    .values(modified_at=bindparam("fence_now"))
+    .returning(events.c.seq)
 )
 
 
-def _fence(conn: Connection, claim: Claim, now: int) -> None:
-    """Refuse the transaction unless ``claim`` still owns its instance."""
-    result = conn.execute(
-        _FENCE,
-        {
-            "fence_pk": claim.instance.pk,
-            "fence_owner": claim.owner,
-            "fence_epoch": claim.epoch,
-            "fence_now": now,
-        },
+@functools.cache
+def _wake(statuses: frozenset[str]) -> Prepared:
+    """Make an instance in one of ``statuses`` ready now, unless it already is."""
+    return Prepared(
+        update(instances)
+        .where(
+            instances.c.pk == bindparam("b_pk"),
+            instances.c.status.in_([literal(s) for s in sorted(statuses)]),
+            or_(instances.c.ready_at.is_(None), instances.c.ready_at > bindparam("b_now")),
+        )
+        .values(ready_at=bindparam("b_now"))
     )
-    if result.rowcount != 1:
-        raise LeaseLostError(claim.instance.pk)

@@ -15,7 +15,7 @@ from typing import Any
 
 from stepstone.domain.errors import StoreUnavailableError, ValidationError
 from stepstone.domain.records import Claim
-from stepstone.domain.status import RUNNABLE, InstanceStatus
+from stepstone.domain.status import ON_CLAIM, RUNNABLE, InstanceStatus
 from stepstone.engine.schedules import fire_due
 from stepstone.runtime.clock import Clock, FakeClock, SystemClock
 from stepstone.runtime.executor import InstanceRun
@@ -214,6 +214,7 @@ class Worker:
             self.settings.lease_ms,
             min(room, self.settings.claim_batch),
             RUNNABLE,
+            start=ON_CLAIM,
         )
         for claim in claims:
             self._start(claim, self.settings.hold_ms)
@@ -316,6 +317,7 @@ class Worker:
                 self.settings.lease_ms,
                 self.settings.claim_batch,
                 RUNNABLE,
+                start=ON_CLAIM,
             )
             if claims:
                 # wait, not gather: a run cancelled by a user's terminate is not an error here

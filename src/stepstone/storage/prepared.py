@@ -1,0 +1,139 @@
+"""Hot statements, written and compiled by SQLAlchemy Core, run on the driver's own cursor.
+
+Core's execution machinery costs about 12 µs a statement on top of the driver's 3 µs (measured
+here: a read by primary key, 15 µs through ``Connection.execute``, 3 µs on the sqlite3
+cursor); on the step path that is most of the cost of a commit. A ``Prepared`` statement is
+compiled once per dialect; running it binds the caller's values (and the statement's fixed
+ones) and hands the SQL straight to the driver. The statements take no expanding parameters,
+and bind and return only plain driver types (integers, text, bytes, booleans), so nothing is
+lost by skipping Core's type processing. Driver errors come back as SQLAlchemy's exception
+classes, as ``Connection.execute`` would raise them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from operator import itemgetter
+from typing import Any, cast
+
+from sqlalchemy import Connection
+from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.compiler import SQLCompiler
+
+_REQUIRED = object()
+
+
+class Record(tuple[Any, ...]):
+    """A result row: a tuple whose columns are also attributes (made per result shape)."""
+
+    __slots__ = ()
+    _fields: tuple[str, ...] = ()
+
+    @property
+    def _mapping(self) -> dict[str, Any]:
+        return dict(zip(self._fields, self, strict=True))
+
+
+def _record_class(names: Sequence[str]) -> type[Record]:
+    attrs: dict[str, Any] = {name: property(itemgetter(i)) for i, name in enumerate(names)}
+    attrs["__slots__"] = ()
+    attrs["_fields"] = tuple(names)
+    return type("Record", (Record,), attrs)
+
+
+@dataclass(slots=True)
+class _Plan:
+    sql: str
+    bind: Callable[[Mapping[str, Any]], Any]
+    dbapi_error: type[Exception]
+    records: dict[tuple[str, ...], type[Record]]
+
+
+class Prepared:
+    """``statement`` ready to run many times with different parameters."""
+
+    def __init__(self, statement: ClauseElement) -> None:
+        self.statement = statement
+        self._plans: dict[str, _Plan] = {}
+
+    def _plan(self, dialect: Dialect) -> _Plan:
+        plan = self._plans.get(dialect.name)
+        if plan is None:
+            plan = self._plans[dialect.name] = _compile(self.statement, dialect)
+        return plan
+
+    def run(self, conn: Connection, params: Mapping[str, Any] | None = None) -> Any:
+        """Execute; return the driver's cursor (``rowcount``, ``fetchall``...)."""
+        plan = self._plan(conn.dialect)
+        dbapi = conn.connection.dbapi_connection
+        assert dbapi is not None
+        cursor = dbapi.cursor()
+        args = plan.bind(params or {})
+        try:
+            cursor.execute(plan.sql, args)
+        except plan.dbapi_error as exc:
+            raise DBAPIError.instance(plan.sql, args, exc, plan.dbapi_error) from exc
+        return cursor
+
+    def run_many(self, conn: Connection, params: Sequence[Mapping[str, Any]]) -> None:
+        """Execute once per parameter set (``executemany``)."""
+        plan = self._plan(conn.dialect)
+        dbapi = conn.connection.dbapi_connection
+        assert dbapi is not None
+        cursor = dbapi.cursor()
+        args = [plan.bind(p) for p in params]
+        try:
+            cursor.executemany(plan.sql, args)
+        except plan.dbapi_error as exc:
+            raise DBAPIError.instance(plan.sql, args, exc, plan.dbapi_error) from exc
+
+    def all(self, conn: Connection, params: Mapping[str, Any] | None = None) -> list[Any]:
+        cursor = self.run(conn, params)
+        record = self._record_class(conn, cursor)
+        return [record(r) for r in cursor.fetchall()]
+
+    def first(self, conn: Connection, params: Mapping[str, Any] | None = None) -> Any:
+        cursor = self.run(conn, params)
+        record = self._record_class(conn, cursor)
+        row = cursor.fetchone()
+        cursor.close()
+        return None if row is None else record(row)
+
+    def scalar(self, conn: Connection, params: Mapping[str, Any] | None = None) -> Any:
+        row = self.first(conn, params)
+        return None if row is None else row[0]
+
+    def _record_class(self, conn: Connection, cursor: Any) -> type[Record]:
+        names = tuple(d[0] for d in cursor.description)
+        records = self._plan(conn.dialect).records
+        cls = records.get(names)
+        if cls is None:
+            cls = records[names] = _record_class(names)
+        return cls
+
+
+def _compile(statement: ClauseElement, dialect: Dialect) -> _Plan:
+    compiled = cast(SQLCompiler, statement.compile(dialect=dialect))
+    values: dict[str, Any] = {}
+    for bind, name in compiled.bind_names.items():
+        if bind.expanding:
+            raise ValueError(f"a prepared statement cannot expand {name!r}: {compiled.string}")
+        values[name] = _REQUIRED if bind.required else bind.value
+    dbapi_error = dialect.loaded_dbapi.Error
+    positions = compiled.positiontup
+    if positions is not None:
+        order = [(name, values[name]) for name in positions]
+
+        def bind_positional(params: Mapping[str, Any]) -> tuple[Any, ...]:
+            return tuple(params[n] if v is _REQUIRED else v for n, v in order)
+
+        return _Plan(compiled.string, bind_positional, dbapi_error, {})
+    fixed = {n: v for n, v in values.items() if v is not _REQUIRED}
+
+    def bind_named(params: Mapping[str, Any]) -> dict[str, Any]:
+        return {**fixed, **params}
+
+    return _Plan(compiled.string, bind_named, dbapi_error, {})

@@ -1,0 +1,469 @@
+"""What workers do to the instances they drive, as SqlStore queries: the hot path.
+
+Every statement here is built once, at import, with bind parameters: building a SQLAlchemy
+statement and its cache key costs more than executing it (measured: 420 µs to build the claim
+query, 35 µs to run it built). Writes by a worker on an instance it owns are fenced by its claim.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Row,
+    Select,
+    bindparam,
+    case,
+    delete,
+    exists,
+    func,
+    literal,
+    or_,
+    select,
+    update,
+)
+
+from stepstone.domain.errors import ValidationError
+from stepstone.domain.records import Claim, Event, StepRecord, StepState
+from stepstone.domain.status import InstanceStatus
+from stepstone.storage import rows
+from stepstone.storage.base import KEEP, LeaseLostError, OwnedInstance
+from stepstone.storage.database import Database
+from stepstone.storage.dialect import Dialect
+from stepstone.storage.prepared import Prepared
+from stepstone.storage.tables import events, instances, steps, workflows
+from stepstone.storage.tables import schedules as cron_schedules
+
+_INSTANCE_FIELDS = frozenset(
+    {
+        "output",
+        "error_name",
+        "error_message",
+        "started_at",
+        "ended_at",
+        "rollback_outcome",
+        "rollback_error_name",
+        "rollback_error_message",
+        "purge_at",
+    }
+)
+
+
+class RuntimeQueries:
+    """Mixed into ``SqlStore``: claims, leases, step results, events taken, status moves."""
+
+    _db: Database
+    _dialect: Dialect
+
+    def _init_runtime(self) -> None:
+        self._upsert_step = Prepared(
+            self._dialect.upsert(
+                steps,
+                keys=("instance_pk", "name", "count"),
+                # A completed step is never overwritten: its result is committed exactly once.
+                where=steps.c.state != StepState.COMPLETE.value,
+            )
+        )
+        self._candidate_queries: dict[frozenset[str], Prepared] = {}
+
+    def _candidates(self, runnable: Collection[InstanceStatus]) -> Prepared:
+        key = frozenset(s.value for s in runnable)
+        query = self._candidate_queries.get(key)
+        if query is None:
+            query = Prepared(self._dialect.skip_locked(_candidates(key), of=instances))
+            self._candidate_queries[key] = query
+        return query
+
+    async def claim(
+        self,
+        owner: str,
+        now: int,
+        lease_ms: int,
+        limit: int,
+        runnable: Collection[InstanceStatus],
+        *,
+        start: Mapping[InstanceStatus, InstanceStatus] | None = None,
+    ) -> list[Claim]:
+        """Take up to ``limit`` ready instances; ``start`` moves each claimed instance from
+        its status to another in the same transaction (the runtime's first move, with
+        ``started_at`` set if it was not), saving a commit per instance."""
+        candidates = self._candidates(runnable)
+        moves = tuple(sorted((a.value, b.value) for a, b in (start or {}).items()))
+
+        def tx(conn: Connection) -> list[tuple[Any, bool]]:
+            found = candidates.all(conn, {"now": now, "limit": limit})
+            room = _room(conn, found, now)
+            chosen: dict[int, bool] = {}
+            for row in found:
+                if row.workflow_id in room:
+                    if room[row.workflow_id] <= 0:
+                        continue
+                    room[row.workflow_id] -= 1
+                chosen[row.pk] = bool(row.has_steps)
+            if not chosen:
+                return []
+            params = {"owner": owner, "expires": now + lease_ms, "now": now}
+            if len(chosen) == 1:  # the common case when work trickles in: no list to expand
+                [params["pk"]] = chosen
+                result = _claim_statement(moves, one=True).all(conn, params)
+            else:
+                params["pks"] = list(chosen)
+                result = conn.execute(_claim_statement(moves, one=False), params).all()
+            return [(r, chosen[r.pk]) for r in result]
+
+        claimed = [
+            Claim(rows.to_instance(r), owner, r.lease_epoch, has_steps=has_steps)
+            for r, has_steps in await self._db.write(tx)
+        ]
+        claimed.sort(key=lambda c: (c.instance.ready_at or 0, c.instance.pk))
+        return claimed
+
+    async def renew(
+        self, owner: str, now: int, lease_ms: int, *, pks: Collection[int]
+    ) -> list[OwnedInstance]:
+        if not pks:
+            return []
+        params = {"owner": owner, "pks": sorted(pks), "expires": now + lease_ms}
+        found = await self._db.write(lambda conn: conn.execute(_RENEW, params).all())
+        return [_owned(r) for r in found]
+
+    async def owned(self, owner: str) -> list[OwnedInstance]:
+        found = await self._db.lookup(lambda conn: _OWNED.all(conn, {"owner": owner}))
+        return [_owned(r) for r in found]
+
+    async def release(self, claims: Sequence[Claim]) -> None:
+        params = [
+            {"claim_pk": c.instance.pk, "claim_owner": c.owner, "claim_epoch": c.epoch}
+            for c in claims
+        ]
+        if params:
+            await self._db.write(lambda conn: conn.execute(_RELEASE, params))
+
+    async def release_all(self, owner: str) -> None:
+        await self._db.write(lambda conn: conn.execute(_RELEASE_ALL, {"owner": owner}))
+
+    async def purge(self, now: int, limit: int) -> int:
+        def tx(conn: Connection) -> int:
+            pks = list(conn.execute(_PURGEABLE, {"now": now, "limit": limit}).scalars())
+            if pks:
+                conn.execute(delete(events).where(events.c.instance_pk.in_(pks)))
+                conn.execute(delete(steps).where(steps.c.instance_pk.in_(pks)))
+                conn.execute(delete(instances).where(instances.c.pk.in_(pks)))
+            return len(pks)
+
+        return await self._db.write(tx)
+
+    async def next_wakeup(self, now: int, *, schedules: bool = True) -> int | None:
+        def tx(conn: Connection) -> list[Any]:
+            timers = [_NEXT_TIMER.scalar(conn, {"now": now})]
+            if schedules:
+                timers.append(_NEXT_TICK.scalar(conn))
+            return timers
+
+        values = [int(v) for v in await self._db.lookup(tx) if v is not None]
+        return min(values) if values else None
+
+    async def load_steps(self, pk: int) -> list[StepRecord]:
+        found = await self._db.lookup(lambda conn: _STEPS.all(conn, {"pk": pk}))
+        return [rows.to_step(r) for r in found]
+
+    async def save_step(self, claim: Claim, record: StepRecord) -> None:
+        await self._db.write_batched(self._save_steps, (claim, record))
+
+    def _save_steps(
+        self, conn: Connection, items: Sequence[tuple[Claim, StepRecord]]
+    ) -> list[LeaseLostError | None]:
+        """Many instances' step results in two statements: the leases of all of them, locked
+        in key order (so that batches never deadlock each other), then every result whose
+        claim still holds."""
+        pks = sorted({claim.instance.pk for claim, _ in items})
+        found = (
+            _LEASE.all(conn, {"pk": pks[0]})
+            if len(pks) == 1
+            else conn.execute(_LEASES, {"pks": pks}).all()
+        )
+        held = {pk: (owner, epoch) for pk, owner, epoch in found}
+        outcomes: list[LeaseLostError | None] = []
+        values = []
+        for claim, record in items:
+            pk = claim.instance.pk
+            if held.get(pk) != (claim.owner, claim.epoch):
+                outcomes.append(LeaseLostError(pk))
+                continue
+            outcomes.append(None)
+            values.append({"instance_pk": pk, **rows.step_values(record)})
+        if len(values) == 1:
+            self._upsert_step.run(conn, values[0])
+        elif values:
+            self._upsert_step.run_many(conn, values)
+        return outcomes
+
+    async def take_event(
+        self, claim: Claim, record: StepRecord, now: int
+    ) -> tuple[Event, StepRecord] | None:
+        pk = claim.instance.pk
+
+        def tx(conn: Connection) -> tuple[Event, StepRecord] | None:
+            _fence(conn, claim)
+            row = _PENDING_EVENT.first(conn, {"pk": pk, "type": record.event_type})
+            if row is None:
+                return None
+            taken = _TAKE_EVENT.run(
+                conn, {"b_seq": row.seq, "b_name": record.name, "b_count": record.count}
+            )
+            if taken.rowcount != 1:
+                return None
+            event = Event(row.seq, row.type, row.payload, row.received_at)
+            output = {
+                "type": event.type,
+                "payload": json.loads(event.payload),
+                "timestamp": event.received_at,
+            }
+            done = replace(
+                record, state=StepState.COMPLETE, ended_at=now, output=json.dumps(output)
+            )
+            self._upsert_step.run(conn, {"instance_pk": pk, **rows.step_values(done)})
+            return event, done
+
+        return await self._db.write(tx)
+
+    async def move(
+        self,
+        claim: Claim,
+        *,
+        expected: Collection[InstanceStatus],
+        target: InstanceStatus,
+        now: int,
+        ready_at: int | None = KEEP,
+        release: bool = False,
+        wake_for: Collection[str] = (),
+        **fields: Any,
+    ) -> bool:
+        unknown = set(fields) - _INSTANCE_FIELDS
+        if unknown:
+            raise ValidationError(f"unknown instance fields: {sorted(unknown)}")
+        values: dict[str, Any] = {"status": target.value, "modified_at": now, **fields}
+        if ready_at is not KEEP:
+            values["ready_at"] = ready_at
+        if release:
+            values.update(lease_owner=None, lease_expires_at=None)
+        pk = claim.instance.pk
+        statement = _move_statement(frozenset(s.value for s in expected), frozenset(values))
+        params = {"b_pk": pk, "b_owner": claim.owner, "b_epoch": claim.epoch}
+        params.update({f"v_{k}": v for k, v in values.items()})
+        types = sorted(wake_for)
+
+        def tx(conn: Connection) -> bool:
+            moved = statement.run(conn, params).rowcount
+            if moved == 1 and types:
+                # An event that arrived while the instance still looked busy must not wait for
+                # the deadline: in this same transaction, wake the instance if one is pending.
+                conn.execute(_WAKE_FOR_EVENTS, {"b_pk": pk, "b_types": types, "b_now": now})
+            if moved == 1 and release:
+                self._dialect.signal(conn, None)  # a new timer, or work for any worker
+            return bool(moved == 1)
+
+        return await self._db.write(tx)
+
+
+def _statuses(values: Collection[str]) -> list[Any]:
+    """Status words as fixed parameters of a prebuilt statement (no per-call IN expansion)."""
+    return [literal(v) for v in sorted(values)]
+
+
+def _candidates(runnable: frozenset[str]) -> Select[Any]:
+    running = instances.alias("running")
+    busy = (
+        select(func.count())
+        .where(
+            running.c.workflow_id == instances.c.workflow_id,
+            running.c.lease_expires_at >= bindparam("now"),
+        )
+        .scalar_subquery()
+    )
+    return (
+        select(
+            instances.c.pk,
+            instances.c.workflow_id,
+            workflows.c.concurrency_limit,
+            exists().where(steps.c.instance_pk == instances.c.pk).label("has_steps"),
+        )
+        .join(workflows, workflows.c.id == instances.c.workflow_id)
+        .where(
+            instances.c.ready_at <= bindparam("now"),
+            or_(
+                instances.c.lease_expires_at.is_(None),
+                instances.c.lease_expires_at < bindparam("now"),
+            ),
+            instances.c.status.in_(_statuses(runnable)),
+            # A workflow at its concurrency limit waits; others are not held up by it.
+            or_(workflows.c.concurrency_limit.is_(None), workflows.c.concurrency_limit > busy),
+        )
+        .order_by(instances.c.ready_at)
+        .limit(bindparam("limit"))
+    )
+
+
+@functools.cache
+def _claim_statement(start: tuple[tuple[str, str], ...], *, one: bool) -> Any:
+    """Take the chosen instances (``pk``, or the list ``pks``), moving them by ``start``."""
+    values: dict[str, Any] = {
+        "lease_owner": bindparam("owner"),
+        "lease_expires_at": bindparam("expires"),
+        "lease_epoch": instances.c.lease_epoch + 1,
+    }
+    if start:
+        moving = instances.c.status.in_(_statuses([a for a, _ in start]))
+        values["status"] = case(
+            *[(instances.c.status == literal(a), literal(b)) for a, b in start],
+            else_=instances.c.status,
+        )
+        values["started_at"] = case(
+            (moving, func.coalesce(instances.c.started_at, bindparam("now"))),
+            else_=instances.c.started_at,
+        )
+        values["modified_at"] = case((moving, bindparam("now")), else_=instances.c.modified_at)
+    chosen = (
+        instances.c.pk == bindparam("pk")
+        if one
+        else instances.c.pk.in_(bindparam("pks", expanding=True))
+    )
+    statement = update(instances).where(chosen).values(values).returning(*instances.c)
+    return Prepared(statement) if one else statement
+
+
+@functools.cache
+def _move_statement(expected: frozenset[str], columns: frozenset[str]) -> Prepared:
+    """A move from ``expected`` statuses setting ``columns`` (bound as ``v_<column>``)."""
+    return Prepared(
+        update(instances)
+        .where(
+            instances.c.pk == bindparam("b_pk"),
+            instances.c.lease_owner == bindparam("b_owner"),
+            instances.c.lease_epoch == bindparam("b_epoch"),
+            instances.c.status.in_(_statuses(expected)),
+        )
+        .values({c: bindparam(f"v_{c}") for c in sorted(columns)})
+    )
+
+
+def _room(conn: Connection, found: Sequence[Row[Any]], now: int) -> dict[str, int]:
+    """How many more instances each concurrency-limited workflow among ``found`` may run."""
+    limits = {r.workflow_id: r.concurrency_limit for r in found if r.concurrency_limit is not None}
+    if not limits:
+        return {}
+    busy: dict[str, int] = dict(
+        conn.execute(
+            select(instances.c.workflow_id, func.count())
+            .where(instances.c.workflow_id.in_(limits), instances.c.lease_expires_at >= now)
+            .group_by(instances.c.workflow_id)
+        ).all()
+    )
+    return {w: limit - busy.get(w, 0) for w, limit in limits.items()}
+
+
+_OWNED_COLUMNS = (instances.c.pk, instances.c.status, instances.c.lease_epoch, instances.c.ready_at)
+
+
+def _owned(row: Row[Any, Any, Any, Any]) -> OwnedInstance:
+    return OwnedInstance(row.pk, InstanceStatus(row.status), row.lease_epoch, row.ready_at)
+
+
+_RENEW = (
+    update(instances)
+    .where(
+        instances.c.lease_owner == bindparam("owner"),
+        instances.c.pk.in_(bindparam("pks", expanding=True)),
+    )
+    .values(lease_expires_at=bindparam("expires"))
+    .returning(*_OWNED_COLUMNS)
+)
+_OWNED = Prepared(select(*_OWNED_COLUMNS).where(instances.c.lease_owner == bindparam("owner")))
+_RELEASE = (
+    update(instances)
+    .where(
+        instances.c.pk == bindparam("claim_pk"),
+        instances.c.lease_owner == bindparam("claim_owner"),
+        instances.c.lease_epoch == bindparam("claim_epoch"),
+    )
+    .values(lease_owner=None, lease_expires_at=None)
+)
+_RELEASE_ALL = (
+    update(instances)
+    .where(instances.c.lease_owner == bindparam("owner"))
+    .values(lease_owner=None, lease_expires_at=None)
+)
+_PURGEABLE = (
+    select(instances.c.pk)
+    .where(instances.c.purge_at <= bindparam("now"))
+    .order_by(instances.c.purge_at)
+    .limit(bindparam("limit"))
+)
+_NEXT_TIMER = Prepared(
+    select(func.min(instances.c.ready_at)).where(instances.c.ready_at > bindparam("now"))
+)
+_NEXT_TICK = Prepared(select(func.min(cron_schedules.c.next_at)))
+_STEPS = Prepared(select(steps).where(steps.c.instance_pk == bindparam("pk")).order_by(steps.c.seq))
+_LEASES = (
+    select(instances.c.pk, instances.c.lease_owner, instances.c.lease_epoch)
+    .where(instances.c.pk.in_(bindparam("pks", expanding=True)))
+    .order_by(instances.c.pk)
+    .with_for_update()
+)
+"""Who holds these instances, locked in key order (on PostgreSQL; SQLite has one writer)."""
+_LEASE = Prepared(
+    select(instances.c.pk, instances.c.lease_owner, instances.c.lease_epoch)
+    .where(instances.c.pk == bindparam("pk"))
+    .with_for_update()
+)
+_PENDING_EVENT = Prepared(
+    select(events)
+    .where(
+        events.c.instance_pk == bindparam("pk"),
+        events.c.type == bindparam("type"),
+        events.c.consumed_by_name.is_(None),
+    )
+    .order_by(events.c.seq)
+    .limit(1)
+)
+_TAKE_EVENT = Prepared(
+    update(events)
+    .where(events.c.seq == bindparam("b_seq"), events.c.consumed_by_name.is_(None))
+    .values(consumed_by_name=bindparam("b_name"), consumed_by_count=bindparam("b_count"))
+)
+_WAKE_FOR_EVENTS = (
+    update(instances)
+    .where(
+        instances.c.pk == bindparam("b_pk"),
+        select(events.c.seq)
+        .where(
+            events.c.instance_pk == bindparam("b_pk"),
+            events.c.type.in_(bindparam("b_types", expanding=True)),
+            events.c.consumed_by_name.is_(None),
+        )
+        .exists(),
+    )
+    .values(ready_at=bindparam("b_now"))
+)
+_FENCE = Prepared(
+    select(instances.c.pk)
+    .where(
+        instances.c.pk == bindparam("pk"),
+        instances.c.lease_owner == bindparam("owner"),
+        instances.c.lease_epoch == bindparam("epoch"),
+    )
+    .with_for_update()
+)
+
+
+def _fence(conn: Connection, claim: Claim) -> None:
+    """Refuse the transaction unless ``claim`` still owns its instance (on PostgreSQL, the
+    instance's row stays locked until the transaction ends)."""
+    params = {"pk": claim.instance.pk, "owner": claim.owner, "epoch": claim.epoch}
+    if _FENCE.first(conn, params) is None:
+        raise LeaseLostError(claim.instance.pk)
