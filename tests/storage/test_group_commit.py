@@ -1,0 +1,190 @@
+"""Group commit: writes made at the same time share a transaction, each keeps its own outcome.
+
+Both backends. The SQLite tests also hold the write lock from another connection, to show
+that the event loop's own committer never waits for it (the loop keeps running) and that the
+writes land once the lock is free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy import Connection, create_engine
+
+from stepstone import WorkflowEntrypoint, WorkflowEvent, WorkflowStep
+from stepstone.domain.errors import DuplicateInstanceError
+from stepstone.domain.records import Claim, StepRecord, StepState, StepType
+from stepstone.domain.status import RUNNABLE
+from stepstone.engine import Engine
+from stepstone.runtime.clock import FakeClock
+from stepstone.storage import open_store
+from stepstone.storage.base import LeaseLostError
+from stepstone.storage.database import Database
+from stepstone.storage.dialect import PostgresDialect
+from stepstone.storage.sql import SqlStore
+
+
+class Idle(WorkflowEntrypoint):
+    async def run(self, event: WorkflowEvent, step: WorkflowStep) -> None:
+        return None
+
+
+def _step(name: str, output: str) -> StepRecord:
+    return StepRecord(
+        name=name,
+        count=1,
+        type=StepType.STEP,
+        state=StepState.COMPLETE,
+        seq=1,
+        started_at=0,
+        output=output,
+    )
+
+
+async def _claims(engine: Engine, store: SqlStore, clock: FakeClock, n: int) -> list[Claim]:
+    await engine.deploy_class(Idle)
+    await engine.create_instances("idle", [(f"i-{k}", None) for k in range(n)])
+    return await store.claim("w1", clock.now_ms(), 30_000, n, RUNNABLE)
+
+
+async def test_concurrent_step_results_all_commit(
+    engine: Engine, store: SqlStore, clock: FakeClock
+) -> None:
+    claims = await _claims(engine, store, clock, 50)
+    await asyncio.gather(
+        *(store.save_step(c, _step(f"s{k}", str(k))) for c in claims for k in range(3))
+    )
+    for claim in claims:
+        found = await store.load_steps(claim.instance.pk)
+        assert sorted((r.name, r.output) for r in found) == [("s0", "0"), ("s1", "1"), ("s2", "2")]
+
+
+async def test_a_lost_lease_fails_only_its_own_write(
+    engine: Engine, store: SqlStore, clock: FakeClock
+) -> None:
+    claims = await _claims(engine, store, clock, 10)
+    lost = claims[3]
+    await engine.change_status("idle", lost.instance.id, "terminate")
+    outcomes = await asyncio.gather(
+        *(store.save_step(c, _step("s", '"ok"')) for c in claims), return_exceptions=True
+    )
+    assert [type(o) for o in outcomes] == [
+        LeaseLostError if c is lost else type(None) for c in claims
+    ]
+    assert await store.load_steps(lost.instance.pk) == []
+    for claim in claims:
+        if claim is not lost:
+            [record] = await store.load_steps(claim.instance.pk)
+            assert record.output == '"ok"'
+
+
+async def test_a_failing_write_does_not_undo_the_others_in_its_transaction(
+    engine: Engine, store: SqlStore
+) -> None:
+    await engine.deploy_class(Idle)
+    await engine.create_instance("idle", instance_id="taken")
+    outcomes = await asyncio.gather(
+        engine.create_instance("idle", instance_id="a"),
+        engine.create_instance("idle", instance_id="taken"),
+        engine.create_instance("idle", instance_id="b"),
+        return_exceptions=True,
+    )
+    assert isinstance(outcomes[1], DuplicateInstanceError)
+    assert [o.id for o in (outcomes[0], outcomes[2]) if not isinstance(o, BaseException)] == [
+        "a",
+        "b",
+    ]
+    page = await engine.list_instances("idle", limit=10)
+    assert sorted(i.id for i in page.items) == ["a", "b", "taken"]
+
+
+def _hold_write_lock(path: Path, locked: threading.Event, release: threading.Event) -> None:
+    """Another connection (as another process would) holding SQLite's write lock."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("BEGIN IMMEDIATE")
+    locked.set()
+    release.wait(10)
+    conn.execute("COMMIT")
+    conn.close()
+
+
+async def test_a_write_lock_held_elsewhere_never_blocks_the_event_loop(tmp_path: Path) -> None:
+    path = tmp_path / "shared.db"
+    store = await open_store(f"sqlite:///{path}")
+    try:
+        engine = Engine(store)
+        await engine.deploy_class(Idle)
+        locked, release = threading.Event(), threading.Event()
+        holder = threading.Thread(target=_hold_write_lock, args=(path, locked, release))
+        holder.start()
+        await asyncio.to_thread(locked.wait, 10)
+
+        create = asyncio.create_task(engine.create_instance("idle", instance_id="late"))
+        # The loop goes on while the write waits for the lock on the committer thread (were
+        # the loop itself waiting, these turns would not happen before the lock is released).
+        for _ in range(50):
+            await asyncio.sleep(0)
+        assert not create.done()
+        release.set()
+        created = await asyncio.wait_for(create, 10)
+        await asyncio.to_thread(holder.join, 10)
+        assert created.id == "late"
+        # Once the thread has drained, writes run on the loop again.
+        assert (await engine.create_instance("idle", instance_id="next")).id == "next"
+    finally:
+        await store.close()
+
+
+@pytest.mark.postgres
+async def test_a_deadlock_with_another_transaction_is_retried(postgres_url: str) -> None:
+    """PostgreSQL aborts one of two transactions that lock rows in opposite orders: here the
+    batch (it waits first, so its deadlock check fires first). The batch is made again, and
+    its caller never sees the deadlock."""
+    dsn = postgres_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(dsn, autocommit=True) as setup:
+        setup.execute("CREATE TABLE rows (id int PRIMARY KEY)")
+        setup.execute("INSERT INTO rows VALUES (1), (2)")
+    engine = create_engine(postgres_url)
+    db = Database(engine, engine, PostgresDialect().begin_write, read_threads=1)
+    ours_locked, theirs_locked = threading.Event(), threading.Event()
+    attempts = 0
+
+    def ours(conn: Connection) -> str:
+        nonlocal attempts
+        attempts += 1
+        conn.exec_driver_sql("SELECT id FROM rows WHERE id = 1 FOR UPDATE")
+        if attempts == 1:
+            ours_locked.set()
+            theirs_locked.wait(10)
+        conn.exec_driver_sql("SELECT id FROM rows WHERE id = 2 FOR UPDATE")
+        return "committed"
+
+    def theirs() -> None:
+        with psycopg.connect(dsn) as conn, psycopg.connect(dsn, autocommit=True) as watch:
+            ours_locked.wait(10)
+            conn.execute("SELECT id FROM rows WHERE id = 2 FOR UPDATE")
+            theirs_locked.set()
+            for _ in range(1000):  # until the batch waits for row 2
+                waiting = watch.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                ).fetchone()
+                if waiting and waiting[0]:
+                    break
+                time.sleep(0.01)
+            conn.execute("SELECT id FROM rows WHERE id = 1 FOR UPDATE")
+            conn.commit()
+
+    other = threading.Thread(target=theirs)
+    other.start()
+    try:
+        assert await db.write(ours) == "committed"
+    finally:
+        await asyncio.to_thread(other.join, 10)
+        await db.close()
+    assert attempts == 2
