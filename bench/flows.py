@@ -20,8 +20,9 @@ async def noop() -> None:
     return None
 
 
-def monotonic_ms() -> float:
-    """A clock every process on the machine shares (CLOCK_MONOTONIC)."""
+async def monotonic_ms() -> float:
+    """A clock every process on the machine shares (CLOCK_MONOTONIC); async, as the peer's
+    is."""
     return time.monotonic() * 1000
 
 

@@ -13,7 +13,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from stepstone.domain import jsonvalue
@@ -55,14 +55,21 @@ class ReplayEnd(BaseException):
     rollback): stop ``run`` here; the compensations of what was done come next."""
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Waiter:
     deadline: int | None
     event_type: str | None = None
     gate: bool = False
     """Held at a step boundary by a pause or a drain, not by the workflow's own wait."""
-    woken: asyncio.Event = field(default_factory=asyncio.Event)
+    woken: asyncio.Future[None] | None = None
+    nudged: bool = False
+    """Woken while it was looking (``busy``): it must look again before it sleeps."""
     busy: bool = False
+
+    def wake(self) -> None:
+        self.nudged = True
+        if self.woken is not None and not self.woken.done():
+            self.woken.set_result(None)
 
 
 class InstanceRun:
@@ -95,7 +102,10 @@ class InstanceRun:
         """Stopped by a database failure while still holding its lease."""
         self._active = 0
         self._waiters: set[_Waiter] = set()
-        self._changed = asyncio.Event()
+        self._signal: asyncio.Future[None] | None = None
+        """Resolved when the supervisor should look again."""
+        self._seen: tuple[bool, bool, bool] = (False, self.pause_requested, False)
+        """What the supervisor last looked at: (quiescent, pause requested, draining)."""
         self._marked_waiting = False
         self._log = logging.LoggerAdapter(
             log, {"instance": claim.instance.id, "workflow_id": claim.instance.workflow_id}
@@ -117,12 +127,22 @@ class InstanceRun:
     async def activity(self) -> AsyncIterator[None]:
         """Marks a running attempt: an instance with one is never evicted."""
         self._active += 1
-        self._changed.set()
+        self._touch()
         try:
             yield
         finally:
             self._active -= 1
-            self._changed.set()
+            self._touch()
+
+    def _touch(self) -> None:
+        """Wake the supervisor if what it acts on changed (most step boundaries change
+        nothing it cares about, and waking it for each would cost more than the step)."""
+        if (self.quiescent, self.pause_requested, self.draining) != self._seen:
+            self._poke()
+
+    def _poke(self, _done: object = None) -> None:
+        if self._signal is not None and not self._signal.done():
+            self._signal.set_result(None)
 
     async def wait(
         self,
@@ -139,27 +159,33 @@ class InstanceRun:
         """
         waiter = _Waiter(deadline, event_type, gate)
         self._waiters.add(waiter)
-        self._changed.set()
+        self._touch()
         try:
             while True:
+                waiter.nudged = False
                 if satisfied is not None:
                     waiter.busy = True
+                    self._touch()
                     try:
                         if await satisfied():
                             return True
                     finally:
                         waiter.busy = False
-                        self._changed.set()
+                        self._touch()
                 if deadline is not None and self.clock.now_ms() >= deadline:
                     return False
-                waiter.woken.clear()
-                await _first(
-                    waiter.woken.wait(),
-                    self.clock.sleep_until(deadline) if deadline is not None else None,
-                )
+                if waiter.nudged:
+                    continue
+                waiter.woken = asyncio.get_running_loop().create_future()
+                timer = None if deadline is None else self.clock.call_at(deadline, waiter.wake)
+                try:
+                    await waiter.woken
+                finally:
+                    if timer is not None:
+                        timer.cancel()
         finally:
             self._waiters.discard(waiter)
-            self._changed.set()
+            self._touch()
 
     def check_new_work(self) -> None:
         """A step is about to do new work: not allowed while terminating with rollback."""
@@ -175,17 +201,17 @@ class InstanceRun:
     def wake(self) -> None:
         """Something changed (an event arrived): waiters look again."""
         for waiter in self._waiters:
-            waiter.woken.set()
+            waiter.wake()
 
     def drain(self) -> None:
         """The worker is stopping: let running attempts finish, then hand the instance back."""
         self.draining = True
-        self._changed.set()
+        self._touch()
 
     def request_pause(self, requested: bool) -> None:
         if requested != self.pause_requested:
             self.pause_requested = requested
-            self._changed.set()
+            self._touch()
             self.wake()
 
     @property
@@ -245,17 +271,31 @@ class InstanceRun:
             body.result()
 
     async def _supervise(self, body: asyncio.Task[None]) -> None:
+        loop = asyncio.get_running_loop()
+        body.add_done_callback(self._poke)
         while not body.done():
-            self._changed.clear()
+            self._signal = loop.create_future()
+            self._seen = (self.quiescent, self.pause_requested, self.draining)
             if self.quiescent:
                 if self.pause_requested and self._active == 0:
                     await self._stop(body)
                     await self._evict_paused()
                     return
+                hold_until = self.clock.now_ms() + (0 if self.draining else self.hold_ms)
+                if not self._worth_holding(hold_until):
+                    # Nothing can wake it in memory before its timer: leave at once, in one
+                    # move, and free the slot for instances that are ready.
+                    ready_at, wake_for = self._ready_at(), self._event_types
+                    await self._stop(body)
+                    await self._evict(ready_at, wake_for)
+                    return
                 if not self._marked_waiting and not self.draining and not self.rolling_back:
                     await self._mark(S.WAITING, self._ready_at())
-                hold_until = self.clock.now_ms() + (0 if self.draining else self.hold_ms)
-                await _first(body, self._changed.wait(), self.clock.sleep_until(hold_until))
+                timer = self.clock.call_at(hold_until, self._poke)
+                try:
+                    await self._signal
+                finally:
+                    timer.cancel()
                 if not body.done() and self.quiescent and self.clock.now_ms() >= hold_until:
                     ready_at, wake_for = self._ready_at(), self._event_types
                     await self._stop(body)
@@ -264,7 +304,18 @@ class InstanceRun:
             else:
                 if self._marked_waiting and self._active > 0:
                     await self._mark(S.RUNNING, self.clock.now_ms())
-                await _first(body, self._changed.wait())
+                await self._signal
+
+    def _worth_holding(self, hold_until: int) -> bool:
+        """Whether to keep the waiting coroutine in memory until ``hold_until``: only if an
+        event may arrive for it, or its timer fires by then (a later timer would find it
+        evicted anyway, and replay costs less than a held slot)."""
+        if self.draining:
+            return False
+        if self._event_types:
+            return True
+        ready_at = self._ready_at()
+        return ready_at is not None and ready_at <= hold_until
 
     @property
     def _event_types(self) -> frozenset[str]:
@@ -409,22 +460,3 @@ def _message_of(error: BaseException, cause: BaseException) -> str:
     if isinstance(error, StepFailedError):
         return error.message
     return error_message(error)
-
-
-async def _first(*awaitables: Awaitable[Any] | None) -> None:
-    """Wait until the first of ``awaitables`` finishes; cancel the others."""
-    tasks = [
-        a if isinstance(a, asyncio.Future) else asyncio.ensure_future(a)
-        for a in awaitables
-        if a is not None
-    ]
-    owned = [
-        t
-        for t, a in zip(tasks, [a for a in awaitables if a is not None], strict=True)
-        if t is not a
-    ]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in owned:
-            task.cancel()

@@ -69,13 +69,14 @@ class RuntimeQueries:
                 where=steps.c.state != StepState.COMPLETE.value,
             )
         )
-        self._candidate_queries: dict[frozenset[str], Prepared] = {}
+        self._candidate_queries: dict[tuple[frozenset[str], bool], Prepared] = {}
 
-    def _candidates(self, runnable: Collection[InstanceStatus]) -> Prepared:
-        key = frozenset(s.value for s in runnable)
+    def _candidates(self, runnable: Collection[InstanceStatus], *, expired: bool) -> Prepared:
+        key = (frozenset(s.value for s in runnable), expired)
         query = self._candidate_queries.get(key)
         if query is None:
-            query = Prepared(self._dialect.skip_locked(_candidates(key), of=instances))
+            built = _candidates(key[0], expired=expired)
+            query = Prepared(self._dialect.skip_locked(built, of=instances))
             self._candidate_queries[key] = query
         return query
 
@@ -92,11 +93,14 @@ class RuntimeQueries:
         """Take up to ``limit`` ready instances; ``start`` moves each claimed instance from
         its status to another in the same transaction (the runtime's first move, with
         ``started_at`` set if it was not), saving a commit per instance."""
-        candidates = self._candidates(runnable)
+        free = self._candidates(runnable, expired=False)
+        lapsed = self._candidates(runnable, expired=True)
         moves = tuple(sorted((a.value, b.value) for a, b in (start or {}).items()))
 
         def tx(conn: Connection) -> list[tuple[Any, bool]]:
-            found = candidates.all(conn, {"now": now, "limit": limit})
+            found = free.all(conn, {"now": now, "limit": limit})
+            if len(found) < limit:
+                found += lapsed.all(conn, {"now": now, "limit": limit - len(found)})
             room = _room(conn, found, now)
             chosen: dict[int, bool] = {}
             for row in found:
@@ -276,7 +280,10 @@ def _statuses(values: Collection[str]) -> list[Any]:
     return [literal(v) for v in sorted(values)]
 
 
-def _candidates(runnable: frozenset[str]) -> Select[Any]:
+def _candidates(runnable: frozenset[str], *, expired: bool) -> Select[Any]:
+    """Ready instances in ``runnable`` statuses that nobody holds, oldest first; or, with
+    ``expired``, those whose holder's lease ran out. Two queries, so each walks an index of
+    exactly what it may take (``ix_instances_free_ready``, ``ix_instances_lease_expiry``)."""
     running = instances.alias("running")
     busy = (
         select(func.count())
@@ -286,6 +293,15 @@ def _candidates(runnable: frozenset[str]) -> Select[Any]:
         )
         .scalar_subquery()
     )
+    if expired:
+        held = [
+            instances.c.lease_owner.is_not(None),
+            instances.c.lease_expires_at < bindparam("now"),
+        ]
+        order = instances.c.lease_expires_at
+    else:
+        held = [instances.c.lease_owner.is_(None), instances.c.ready_at.is_not(None)]
+        order = instances.c.ready_at
     return (
         select(
             instances.c.pk,
@@ -295,16 +311,13 @@ def _candidates(runnable: frozenset[str]) -> Select[Any]:
         )
         .join(workflows, workflows.c.id == instances.c.workflow_id)
         .where(
+            *held,
             instances.c.ready_at <= bindparam("now"),
-            or_(
-                instances.c.lease_expires_at.is_(None),
-                instances.c.lease_expires_at < bindparam("now"),
-            ),
             instances.c.status.in_(_statuses(runnable)),
             # A workflow at its concurrency limit waits; others are not held up by it.
             or_(workflows.c.concurrency_limit.is_(None), workflows.c.concurrency_limit > busy),
         )
-        .order_by(instances.c.ready_at)
+        .order_by(order)
         .limit(bindparam("limit"))
     )
 
@@ -405,7 +418,12 @@ _PURGEABLE = (
     .limit(bindparam("limit"))
 )
 _NEXT_TIMER = Prepared(
-    select(func.min(instances.c.ready_at)).where(instances.c.ready_at > bindparam("now"))
+    # Instances nobody holds: a held one's timer is its holder's business.
+    select(func.min(instances.c.ready_at)).where(
+        instances.c.lease_owner.is_(None),
+        instances.c.ready_at.is_not(None),
+        instances.c.ready_at > bindparam("now"),
+    )
 )
 _NEXT_TICK = Prepared(select(func.min(cron_schedules.c.next_at)))
 _STEPS = Prepared(select(steps).where(steps.c.instance_pk == bindparam("pk")).order_by(steps.c.seq))

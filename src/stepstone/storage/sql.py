@@ -29,7 +29,6 @@ from stepstone.domain.errors import DuplicateInstanceError
 from stepstone.domain.records import (
     Event,
     Instance,
-    StepRecord,
 )
 from stepstone.domain.status import InstanceStatus
 from stepstone.storage import rows
@@ -238,11 +237,6 @@ class SqlStore(RuntimeQueries, CatalogQueries, KeyQueries):
 
         seq = await self._db.write(tx)
         return Event(seq=seq, type=type, payload=payload, received_at=now)
-
-    async def load_steps(self, pk: int) -> list[StepRecord]:
-        query = select(steps).where(steps.c.instance_pk == pk).order_by(steps.c.seq)
-        found = await self._db.read(lambda conn: conn.execute(query).all())
-        return [rows.to_step(r) for r in found]
 
     async def due_schedules(self, now: int, limit: int) -> list[DueSchedule]:
         query = (

@@ -107,12 +107,18 @@ instances = Table(
     # A terminate with rollback: compensate, then end as terminated (not errored).
     Column("terminating", Boolean, nullable=False, server_default=text("false")),
     UniqueConstraint("workflow_id", "id"),
-    # The claim query: ready instances, oldest first.
+    # Claims: ready instances nobody holds, oldest first; and leases that ran out.
     Index(
-        "ix_instances_ready",
+        "ix_instances_free_ready",
         "ready_at",
-        postgresql_where=text("ready_at IS NOT NULL"),
-        sqlite_where=text("ready_at IS NOT NULL"),
+        postgresql_where=text("lease_owner IS NULL AND ready_at IS NOT NULL"),
+        sqlite_where=text("lease_owner IS NULL AND ready_at IS NOT NULL"),
+    ),
+    Index(
+        "ix_instances_lease_expiry",
+        "lease_expires_at",
+        postgresql_where=text("lease_owner IS NOT NULL"),
+        sqlite_where=text("lease_owner IS NOT NULL"),
     ),
     Index(
         "ix_instances_owner",

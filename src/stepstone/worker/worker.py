@@ -205,20 +205,24 @@ class Worker:
             log.info("purged %d instances past their retention", purged)
 
     async def _claim(self) -> int:
-        room = self.settings.max_concurrency - self.running
-        if room <= 0:
-            return 0
-        claims = await self.store.claim(
-            self.id,
-            self.clock.now_ms(),
-            self.settings.lease_ms,
-            min(room, self.settings.claim_batch),
-            RUNNABLE,
-            start=ON_CLAIM,
-        )
-        for claim in claims:
-            self._start(claim, self.settings.hold_ms)
-        return len(claims)
+        """Claim batches until the worker is full or a batch comes back short."""
+        claimed = 0
+        while (room := self.settings.max_concurrency - self.running) > 0:
+            batch = min(room, self.settings.claim_batch)
+            claims = await self.store.claim(
+                self.id,
+                self.clock.now_ms(),
+                self.settings.lease_ms,
+                batch,
+                RUNNABLE,
+                start=ON_CLAIM,
+            )
+            for claim in claims:
+                self._start(claim, self.settings.hold_ms)
+            claimed += len(claims)
+            if len(claims) < batch:
+                break
+        return claimed
 
     def _start(self, claim: Claim, hold_ms: int) -> asyncio.Task[None]:
         run = InstanceRun(
