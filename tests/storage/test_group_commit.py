@@ -58,7 +58,7 @@ async def test_concurrent_step_results_all_commit(
 ) -> None:
     claims = await _claims(engine, store, clock, 50)
     await asyncio.gather(
-        *(store.save_step(c, _step(f"s{k}", str(k))) for c in claims for k in range(3))
+        *(store.save_steps(c, [_step(f"s{k}", str(k))]) for c in claims for k in range(3))
     )
     for claim in claims:
         found = await store.load_steps(claim.instance.pk)
@@ -72,7 +72,7 @@ async def test_a_lost_lease_fails_only_its_own_write(
     lost = claims[3]
     await engine.change_status("idle", lost.instance.id, "terminate")
     outcomes = await asyncio.gather(
-        *(store.save_step(c, _step("s", '"ok"')) for c in claims), return_exceptions=True
+        *(store.save_steps(c, [_step("s", '"ok"')]) for c in claims), return_exceptions=True
     )
     assert [type(o) for o in outcomes] == [
         LeaseLostError if c is lost else type(None) for c in claims

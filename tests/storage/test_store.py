@@ -50,7 +50,7 @@ async def test_writes_under_a_lost_lease_are_refused(
     claim = await _claimed(engine, store, clock)
     await engine.change_status("idle", "i-1", "terminate")
     with pytest.raises(LeaseLostError):
-        await store.save_step(claim, _step(StepState.COMPLETE, "1"))
+        await store.save_steps(claim, [_step(StepState.COMPLETE, "1")])
     assert not await store.move(claim, expected={S.QUEUED}, target=S.RUNNING, now=0)
     assert await store.load_steps(claim.instance.pk) == []
 
@@ -59,8 +59,8 @@ async def test_a_completed_step_is_never_overwritten(
     engine: Engine, store: SqlStore, clock: FakeClock
 ) -> None:
     claim = await _claimed(engine, store, clock)
-    await store.save_step(claim, _step(StepState.COMPLETE, '"first"'))
-    await store.save_step(claim, _step(StepState.COMPLETE, '"second"'))
+    await store.save_steps(claim, [_step(StepState.COMPLETE, '"first"')])
+    await store.save_steps(claim, [_step(StepState.COMPLETE, '"second"')])
     [record] = await store.load_steps(claim.instance.pk)
     assert record.output == '"first"'
 

@@ -15,6 +15,8 @@ def encode(value: Any, *, what: str, limit: int = MAX_JSON_BYTES) -> str:
         text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise NotSerializableError(f"{what} is not JSON-serialisable: {exc}") from None
+    if len(text) * 4 <= limit:  # no UTF-8 character is longer than four bytes
+        return text
     size = len(text.encode())
     if size > limit:
         raise PayloadTooLargeError(

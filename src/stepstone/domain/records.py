@@ -198,5 +198,5 @@ class Claim:
     instance: Instance
     owner: str
     epoch: int
-    has_steps: bool = True
-    """Whether the instance had step records when claimed (if not, there is nothing to load)."""
+    steps: tuple[StepRecord, ...] | None = None
+    """The instance's step records, read with the claim; ``None``: not read, load them."""

@@ -38,6 +38,11 @@ RUNNABLE = frozenset(
 )
 
 
+#: Runnable statuses of instances that have started: claimed before queued ones, so that work
+#: in progress is never starved by new arrivals (queued instances wait instead, in order).
+IN_PROGRESS = RUNNABLE - {InstanceStatus.QUEUED}
+
+
 class Action(StrEnum):
     """Status changes a user can ask for."""
 

@@ -107,13 +107,28 @@ class InstanceRun:
         self._seen: tuple[bool, bool, bool] = (False, self.pause_requested, False)
         """What the supervisor last looked at: (quiescent, pause requested, draining)."""
         self._marked_waiting = False
+        self._deferred: list[StepRecord] = []
         self._log = logging.LoggerAdapter(
             log, {"instance": claim.instance.id, "workflow_id": claim.instance.workflow_id}
         )
 
     # ------------------------------------------------------------ used by DurableStep
     async def save(self, record: StepRecord) -> None:
-        await _stored(self.store.save_step(self.claim, record))
+        """Commit ``record`` (with any deferred ones) before the workflow goes on."""
+        records = [*self._deferred, record]
+        self._deferred = []
+        await _stored(self.store.save_steps(self.claim, records))
+        self.history.remember(record)
+
+    def defer(self, record: StepRecord) -> None:
+        """Keep ``record`` for the instance's next commit instead of committing it now.
+
+        For records whose loss a replay makes good by itself: a sleep that started or ended.
+        Replay finds a sleep it has no record of as new, and one past its deadline as ended,
+        so nothing is lost if the worker dies first; and the next commit (a step's result, a
+        status move, the eviction that lets the instance leave memory) always carries them.
+        """
+        self._deferred.append(record)
         self.history.remember(record)
 
     async def take_event(self, record: StepRecord) -> StepRecord | None:
@@ -251,9 +266,9 @@ class InstanceRun:
             if version is None:
                 raise StepstoneError(f"version {instance.version_id} of this instance is gone")
             cls = self.loader.load(version)
-            records = (
-                await _stored(self.store.load_steps(instance.pk)) if self.claim.has_steps else []
-            )
+            records = self.claim.steps
+            if records is None:
+                records = tuple(await _stored(self.store.load_steps(instance.pk)))
             self.history = History(records, version.max_steps)
         except StepstoneError as exc:
             await self._finish(S.ERRORED, error=exc)
@@ -331,13 +346,16 @@ class InstanceRun:
         return min(deadlines) if deadlines else None
 
     async def _move(self, target: InstanceStatus, **changes: Any) -> bool:
-        """Move the instance by the runtime's own transition table; False if it is elsewhere."""
+        """Move the instance by the runtime's own transition table (committing the deferred
+        records with it); False if it is elsewhere."""
+        steps, self._deferred = self._deferred, []
         return await _stored(
             self.store.move(
                 self.claim,
                 expected=runtime_sources(target),
                 target=target,
                 now=self.clock.now_ms(),
+                steps=steps,
                 **changes,
             )
         )

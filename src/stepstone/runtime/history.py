@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 
 from stepstone.domain.errors import DeterminismError
 from stepstone.domain.records import StepRecord, StepType
@@ -17,7 +18,7 @@ class History:
     Once found, a mismatch stands: code that catches it cannot go on to run new steps.
     """
 
-    def __init__(self, records: list[StepRecord], max_steps: int) -> None:
+    def __init__(self, records: Sequence[StepRecord], max_steps: int) -> None:
         self._records = {r.key: r for r in records}
         self._counts: Counter[str] = Counter()
         self._visited: set[tuple[str, int]] = set()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
+import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -145,7 +147,7 @@ class DurableStep(WorkflowStep):
         if name in run.mocks:
             fn, args, kwargs = _mocked(run.mocks[name]), (), {}
         # A rollback receives its RollbackContext as its argument, never a StepContext.
-        wants_ctx = type is StepType.STEP and _accepts(fn, "ctx")
+        wants_ctx = type is StepType.STEP and _takes_ctx(fn)
         while True:
             if record.wake_at is not None:
                 await run.wait(record.wake_at)
@@ -246,10 +248,11 @@ class DurableStep(WorkflowStep):
                 started_at=now,
                 wake_at=deadline(now),
             )
-            await run.save(record)
+            run.defer(record)
         if record.state is StepState.WAITING and record.wake_at is not None:
-            await run.wait(record.wake_at)
-            await run.save(replace(record, state=StepState.COMPLETE, ended_at=record.wake_at))
+            if record.wake_at > run.clock.now_ms():  # replayed after its end: nothing to wait
+                await run.wait(record.wake_at)
+            run.defer(replace(record, state=StepState.COMPLETE, ended_at=record.wake_at))
 
     # ------------------------------------------------------------------ events
     async def wait_for_event(
@@ -379,11 +382,23 @@ def _mocked(value: Any) -> Callable[[], Any]:
     return mocked
 
 
-def _accepts(fn: Callable[..., Any], param: str) -> bool:
+_TAKES_CTX: weakref.WeakKeyDictionary[Callable[..., Any], bool] = weakref.WeakKeyDictionary()
+"""Whether a step function has a ``ctx`` parameter; reading a signature costs more than a
+no-op step, and the same functions run as steps again and again."""
+
+
+def _takes_ctx(fn: Callable[..., Any]) -> bool:
     try:
-        return param in inspect.signature(fn).parameters
+        return _TAKES_CTX[fn]
+    except (KeyError, TypeError):  # TypeError: not weakly referenceable (a builtin, say)
+        pass
+    try:
+        takes = "ctx" in inspect.signature(fn).parameters
     except (TypeError, ValueError):
-        return False
+        takes = False
+    with contextlib.suppress(TypeError):
+        _TAKES_CTX[fn] = takes
+    return takes
 
 
 def _check_name(name: str) -> None:

@@ -190,10 +190,12 @@ class Store(Protocol):
         runnable: Collection[InstanceStatus],
         *,
         start: Mapping[InstanceStatus, InstanceStatus] | None = None,
+        first: Collection[InstanceStatus] = (),
     ) -> list[Claim]:
         """Take up to ``limit`` ready instances in ``runnable`` statuses under a lease. ``start``
         maps statuses to the ones claimed instances move to at once (setting ``started_at``
-        if unset): the runtime's first move, in the claim's own transaction."""
+        if unset): the runtime's first move, in the claim's own transaction. Instances whose
+        lease ran out come first, then those in ``first`` statuses, then the others."""
         ...
 
     async def renew(
@@ -228,8 +230,8 @@ class Store(Protocol):
         """The earliest future instance timer (and cron tick, with ``schedules``)."""
         ...
 
-    async def save_step(self, claim: Claim, record: StepRecord) -> None:
-        """Commit ``record`` (``LeaseLostError`` unless ``claim`` holds); shares a transaction
+    async def save_steps(self, claim: Claim, records: Sequence[StepRecord]) -> None:
+        """Commit ``records`` (``LeaseLostError`` unless ``claim`` holds); shares a transaction
         with the other step results committed at the same time."""
         ...
 
@@ -246,11 +248,13 @@ class Store(Protocol):
         ready_at: int | None = KEEP,
         release: bool = False,
         wake_for: Collection[str] = (),
+        steps: Sequence[StepRecord] = (),
         **fields: Any,
     ) -> bool:
         """Compare-and-set the status of an owned instance (with ``fields``); ``release`` hands
         the lease back. With ``wake_for``, an unconsumed event of one of those types makes the
-        instance ready at once, atomically with the move, so no arriving event is missed."""
+        instance ready at once, atomically with the move, so no arriving event is missed.
+        ``steps`` are committed with the move (if it happens)."""
         ...
 
     # api keys

@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 
 class Dialect(Protocol):
     name: str
+    in_process: bool
+    """The database runs inside this process (SQLite): a statement per key costs microseconds,
+    where a list to expand costs more; a server pays a round trip per statement."""
 
     def is_unique_violation(self, exc: IntegrityError) -> bool: ...
     def skip_locked(self, query: Select[Any], *, of: Table) -> Select[Any]: ...
@@ -87,6 +90,7 @@ def _upsert(
 
 class SqliteDialect:
     name = "sqlite"
+    in_process = True
 
     def __init__(self, synchronous: str = "NORMAL") -> None:
         self.synchronous = synchronous
@@ -133,6 +137,7 @@ class SqliteDialect:
 
 class PostgresDialect:
     name = "postgresql"
+    in_process = False
 
     def begin_write(self, connection: Connection) -> None:
         return None  # psycopg opens the transaction with the first statement

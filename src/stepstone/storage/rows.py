@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import json
 from typing import Any
 
@@ -23,6 +24,12 @@ from stepstone.domain.records import (
 )
 from stepstone.domain.status import InstanceStatus
 from stepstone.storage.base import NewInstance
+
+# Enum members by value: a dict lookup, where calling the enum class costs a microsecond.
+_STATUSES = {s.value: s for s in InstanceStatus}
+_TRIGGERS = {t.value: t for t in TriggerSource}
+_STEP_TYPES = {t.value: t for t in StepType}
+_STEP_STATES = {s.value: s for s in StepState}
 
 NEW_INSTANCE_COLUMNS = (
     "id",
@@ -127,9 +134,9 @@ def to_instance(row: Row[Any]) -> Instance:
         workflow_id=row.workflow_id,
         version_id=row.version_id,
         tenant=row.tenant,
-        status=InstanceStatus(row.status),
+        status=_STATUSES[row.status],
         params=row.params,
-        trigger_source=TriggerSource(row.trigger_source),
+        trigger_source=_TRIGGERS[row.trigger_source],
         created_at=row.created_at,
         modified_at=row.modified_at,
         started_at=row.started_at,
@@ -152,23 +159,34 @@ def to_instance(row: Row[Any]) -> Instance:
     )
 
 
-def to_step(row: Row[Any]) -> StepRecord:
+def to_step(row: Any) -> StepRecord:
+    """From a ``Row`` (where ``count`` is the tuple method) or a prepared ``Record``."""
+    attempts = row.attempts
     return StepRecord(
         name=row.name,
-        count=row._mapping["count"],
-        type=StepType(row.type),
-        state=StepState(row.state),
+        count=row._mapping["count"] if isinstance(row, Row) else row.count,
+        type=_STEP_TYPES[row.type],
+        state=_STEP_STATES[row.state],
         seq=row.seq,
         started_at=row.started_at,
         ended_at=row.ended_at,
         wake_at=row.wake_at,
-        config=None if row.config is None else json.loads(row.config),
-        attempts=tuple(Attempt.from_json(a) for a in json.loads(row.attempts or "[]")),
+        config=None if row.config is None else _config(row.config),
+        attempts=()
+        if not attempts or attempts == "[]"
+        else tuple(Attempt.from_json(a) for a in json.loads(attempts)),
         output=row.output,
         error_name=row.error_name,
         error_message=row.error_message,
         event_type=row.event_type,
     )
+
+
+@functools.lru_cache(maxsize=1024)
+def _config(text: str) -> dict[str, Any]:
+    """Step configs repeat (every instance of a workflow has the same ones): parsed once.
+    The dict is shared, so nothing may change it (nothing does: configs are read only)."""
+    return json.loads(text)  # type: ignore[no-any-return]
 
 
 def step_values(record: StepRecord) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from sqlalchemy import (
 
 from stepstone.domain.errors import ValidationError
 from stepstone.domain.records import Claim, Event, StepRecord, StepState
-from stepstone.domain.status import InstanceStatus
+from stepstone.domain.status import RUNNABLE, InstanceStatus
 from stepstone.storage import rows
 from stepstone.storage.base import KEEP, LeaseLostError, OwnedInstance
 from stepstone.storage.database import Database
@@ -71,13 +71,12 @@ class RuntimeQueries:
         )
         self._candidate_queries: dict[tuple[frozenset[str], bool], Prepared] = {}
 
-    def _candidates(self, runnable: Collection[InstanceStatus], *, expired: bool) -> Prepared:
-        key = (frozenset(s.value for s in runnable), expired)
-        query = self._candidate_queries.get(key)
+    def _candidates(self, statuses: frozenset[str], *, expired: bool) -> Prepared:
+        query = self._candidate_queries.get((statuses, expired))
         if query is None:
-            built = _candidates(key[0], expired=expired)
+            built = _candidates(statuses, expired=expired)
             query = Prepared(self._dialect.skip_locked(built, of=instances))
-            self._candidate_queries[key] = query
+            self._candidate_queries[(statuses, expired)] = query
         return query
 
     async def claim(
@@ -89,18 +88,33 @@ class RuntimeQueries:
         runnable: Collection[InstanceStatus],
         *,
         start: Mapping[InstanceStatus, InstanceStatus] | None = None,
+        first: Collection[InstanceStatus] = (),
     ) -> list[Claim]:
         """Take up to ``limit`` ready instances; ``start`` moves each claimed instance from
         its status to another in the same transaction (the runtime's first move, with
-        ``started_at`` set if it was not), saving a commit per instance."""
-        free = self._candidates(runnable, expired=False)
-        lapsed = self._candidates(runnable, expired=True)
+        ``started_at`` set if it was not), saving a commit per instance. Instances whose
+        lease ran out come first, then those in ``first`` statuses, then the rest, each
+        group oldest first."""
+        values = frozenset(s.value for s in runnable)
+        early = sorted(values & {s.value for s in first})
+        lapsed = self._candidates(values, expired=True)
+        groups = [
+            [self._candidates(frozenset({s}), expired=False) for s in early],
+            [self._candidates(frozenset({s}), expired=False) for s in sorted(values - set(early))],
+        ]
         moves = tuple(sorted((a.value, b.value) for a, b in (start or {}).items()))
 
-        def tx(conn: Connection) -> list[tuple[Any, bool]]:
-            found = free.all(conn, {"now": now, "limit": limit})
-            if len(found) < limit:
-                found += lapsed.all(conn, {"now": now, "limit": limit - len(found)})
+        def tx(conn: Connection) -> list[tuple[Any, tuple[StepRecord, ...]]]:
+            params = {"now": now, "limit": limit}
+            found = lapsed.all(conn, params)
+            for group in groups:
+                if len(found) >= limit:
+                    break
+                params["limit"] = limit - len(found)
+                # One query per status walks the index in order; the oldest of them go first.
+                ready = [row for query in group for row in query.all(conn, params)]
+                ready.sort(key=lambda row: row.ready_at)
+                found += ready[: params["limit"]]
             room = _room(conn, found, now)
             chosen: dict[int, bool] = {}
             for row in found:
@@ -111,18 +125,28 @@ class RuntimeQueries:
                 chosen[row.pk] = bool(row.has_steps)
             if not chosen:
                 return []
-            params = {"owner": owner, "expires": now + lease_ms, "now": now}
-            if len(chosen) == 1:  # the common case when work trickles in: no list to expand
-                [params["pk"]] = chosen
-                result = _claim_statement(moves, one=True).all(conn, params)
+            taking: dict[str, Any] = {"owner": owner, "expires": now + lease_ms, "now": now}
+            result: Sequence[Any]
+            if len(chosen) == 1 or self._dialect.in_process:
+                one = _claim_statement(moves, one=True)
+                result = [r for pk in chosen for r in one.all(conn, {**taking, "pk": pk})]
             else:
-                params["pks"] = list(chosen)
-                result = conn.execute(_claim_statement(moves, one=False), params).all()
-            return [(r, chosen[r.pk]) for r in result]
+                taking["pks"] = list(chosen)
+                result = conn.execute(_claim_statement(moves, one=False), taking).all()
+            histories: dict[int, list[StepRecord]] = {pk: [] for pk in chosen}
+            with_steps = [pk for pk, has_steps in chosen.items() if has_steps]
+            found_steps: Sequence[Any] = []
+            if len(with_steps) == 1 or (with_steps and self._dialect.in_process):
+                found_steps = [r for pk in with_steps for r in _STEPS.all(conn, {"pk": pk})]
+            elif with_steps:
+                found_steps = conn.execute(_STEPS_OF_MANY, {"pks": with_steps}).all()
+            for row in found_steps:
+                histories[row.instance_pk].append(rows.to_step(row))
+            return [(r, tuple(histories[r.pk])) for r in result]
 
         claimed = [
-            Claim(rows.to_instance(r), owner, r.lease_epoch, has_steps=has_steps)
-            for r, has_steps in await self._db.write(tx)
+            Claim(rows.to_instance(r), owner, r.lease_epoch, steps=steps)
+            for r, steps in await self._db.write(tx)
         ]
         claimed.sort(key=lambda c: (c.instance.ready_at or 0, c.instance.pk))
         return claimed
@@ -164,7 +188,7 @@ class RuntimeQueries:
 
     async def next_wakeup(self, now: int, *, schedules: bool = True) -> int | None:
         def tx(conn: Connection) -> list[Any]:
-            timers = [_NEXT_TIMER.scalar(conn, {"now": now})]
+            timers = [_NEXT_TIMER.scalar(conn, {"now": now, "status": s}) for s in _TIMED]
             if schedules:
                 timers.append(_NEXT_TICK.scalar(conn))
             return timers
@@ -176,31 +200,31 @@ class RuntimeQueries:
         found = await self._db.lookup(lambda conn: _STEPS.all(conn, {"pk": pk}))
         return [rows.to_step(r) for r in found]
 
-    async def save_step(self, claim: Claim, record: StepRecord) -> None:
-        await self._db.write_batched(self._save_steps, (claim, record))
+    async def save_steps(self, claim: Claim, records: Sequence[StepRecord]) -> None:
+        await self._db.write_batched(self._save_steps, (claim, records))
 
     def _save_steps(
-        self, conn: Connection, items: Sequence[tuple[Claim, StepRecord]]
+        self, conn: Connection, items: Sequence[tuple[Claim, Sequence[StepRecord]]]
     ) -> list[LeaseLostError | None]:
         """Many instances' step results in two statements: the leases of all of them, locked
         in key order (so that batches never deadlock each other), then every result whose
         claim still holds."""
         pks = sorted({claim.instance.pk for claim, _ in items})
         found = (
-            _LEASE.all(conn, {"pk": pks[0]})
-            if len(pks) == 1
+            [row for pk in pks for row in _LEASE.all(conn, {"pk": pk})]
+            if len(pks) == 1 or self._dialect.in_process
             else conn.execute(_LEASES, {"pks": pks}).all()
         )
         held = {pk: (owner, epoch) for pk, owner, epoch in found}
         outcomes: list[LeaseLostError | None] = []
-        values = []
-        for claim, record in items:
+        values: list[dict[str, Any]] = []
+        for claim, records in items:
             pk = claim.instance.pk
             if held.get(pk) != (claim.owner, claim.epoch):
                 outcomes.append(LeaseLostError(pk))
                 continue
             outcomes.append(None)
-            values.append({"instance_pk": pk, **rows.step_values(record)})
+            values.extend({"instance_pk": pk, **rows.step_values(r)} for r in records)
         if len(values) == 1:
             self._upsert_step.run(conn, values[0])
         elif values:
@@ -246,6 +270,7 @@ class RuntimeQueries:
         ready_at: int | None = KEEP,
         release: bool = False,
         wake_for: Collection[str] = (),
+        steps: Sequence[StepRecord] = (),
         **fields: Any,
     ) -> bool:
         unknown = set(fields) - _INSTANCE_FIELDS
@@ -262,8 +287,12 @@ class RuntimeQueries:
         params.update({f"v_{k}": v for k, v in values.items()})
         types = sorted(wake_for)
 
+        step_values = [{"instance_pk": pk, **rows.step_values(r)} for r in steps]
+
         def tx(conn: Connection) -> bool:
             moved = statement.run(conn, params).rowcount
+            if moved == 1 and step_values:
+                self._upsert_step.run_many(conn, step_values)
             if moved == 1 and types:
                 # An event that arrived while the instance still looked busy must not wait for
                 # the deadline: in this same transaction, wake the instance if one is pending.
@@ -280,10 +309,10 @@ def _statuses(values: Collection[str]) -> list[Any]:
     return [literal(v) for v in sorted(values)]
 
 
-def _candidates(runnable: frozenset[str], *, expired: bool) -> Select[Any]:
-    """Ready instances in ``runnable`` statuses that nobody holds, oldest first; or, with
-    ``expired``, those whose holder's lease ran out. Two queries, so each walks an index of
-    exactly what it may take (``ix_instances_free_ready``, ``ix_instances_lease_expiry``)."""
+def _candidates(statuses: frozenset[str], *, expired: bool) -> Select[Any]:
+    """Ready instances in ``statuses`` that nobody holds, oldest first; or, with ``expired``,
+    those whose holder's lease ran out. Each walks an index of exactly what it may take
+    (``ix_instances_free_ready``, by status; ``ix_instances_lease_expiry``)."""
     running = instances.alias("running")
     busy = (
         select(func.count())
@@ -297,15 +326,22 @@ def _candidates(runnable: frozenset[str], *, expired: bool) -> Select[Any]:
         held = [
             instances.c.lease_owner.is_not(None),
             instances.c.lease_expires_at < bindparam("now"),
+            instances.c.status.in_(_statuses(statuses)),
         ]
         order = instances.c.lease_expires_at
     else:
-        held = [instances.c.lease_owner.is_(None), instances.c.ready_at.is_not(None)]
+        [status] = statuses
+        held = [
+            instances.c.lease_owner.is_(None),
+            instances.c.ready_at.is_not(None),
+            instances.c.status == literal(status),
+        ]
         order = instances.c.ready_at
     return (
         select(
             instances.c.pk,
             instances.c.workflow_id,
+            instances.c.ready_at,
             workflows.c.concurrency_limit,
             exists().where(steps.c.instance_pk == instances.c.pk).label("has_steps"),
         )
@@ -313,7 +349,6 @@ def _candidates(runnable: frozenset[str], *, expired: bool) -> Select[Any]:
         .where(
             *held,
             instances.c.ready_at <= bindparam("now"),
-            instances.c.status.in_(_statuses(runnable)),
             # A workflow at its concurrency limit waits; others are not held up by it.
             or_(workflows.c.concurrency_limit.is_(None), workflows.c.concurrency_limit > busy),
         )
@@ -418,15 +453,24 @@ _PURGEABLE = (
     .limit(bindparam("limit"))
 )
 _NEXT_TIMER = Prepared(
-    # Instances nobody holds: a held one's timer is its holder's business.
+    # Instances nobody holds (a held one's timer is its holder's business), one status at a
+    # time: each is a seek in ``ix_instances_free_ready``.
     select(func.min(instances.c.ready_at)).where(
         instances.c.lease_owner.is_(None),
         instances.c.ready_at.is_not(None),
+        instances.c.status == bindparam("status"),
         instances.c.ready_at > bindparam("now"),
     )
 )
+_TIMED = sorted(s.value for s in RUNNABLE)
+"""Statuses whose instances a timer may make ready (the others have no ``ready_at``)."""
 _NEXT_TICK = Prepared(select(func.min(cron_schedules.c.next_at)))
 _STEPS = Prepared(select(steps).where(steps.c.instance_pk == bindparam("pk")).order_by(steps.c.seq))
+_STEPS_OF_MANY = (
+    select(steps)
+    .where(steps.c.instance_pk.in_(bindparam("pks", expanding=True)))
+    .order_by(steps.c.instance_pk, steps.c.seq)
+)
 _LEASES = (
     select(instances.c.pk, instances.c.lease_owner, instances.c.lease_epoch)
     .where(instances.c.pk.in_(bindparam("pks", expanding=True)))

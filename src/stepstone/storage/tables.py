@@ -107,9 +107,10 @@ instances = Table(
     # A terminate with rollback: compensate, then end as terminated (not errored).
     Column("terminating", Boolean, nullable=False, server_default=text("false")),
     UniqueConstraint("workflow_id", "id"),
-    # Claims: ready instances nobody holds, oldest first; and leases that ran out.
+    # Claims: ready instances nobody holds, by status, oldest first; and leases that ran out.
     Index(
         "ix_instances_free_ready",
+        "status",
         "ready_at",
         postgresql_where=text("lease_owner IS NULL AND ready_at IS NOT NULL"),
         sqlite_where=text("lease_owner IS NULL AND ready_at IS NOT NULL"),

