@@ -11,8 +11,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import psycopg
-from psycopg import sql
 from sqlalchemy.engine import make_url
 
 _counter = itertools.count(1)
@@ -55,6 +53,11 @@ def fresh_database(db: str, synchronous: str, label: str) -> Iterator[RunDatabas
             path = Path(folder) / f"{label}.db"
             yield RunDatabase("sqlite", f"sqlite:///{path}", synchronous)
         return
+    # Imported here: a SQLite run's processes never load the PostgreSQL driver (their memory
+    # is measured).
+    import psycopg
+    from psycopg import sql
+
     admin = libpq_url(db)
     name = f"bench_{os.getpid()}_{next(_counter)}_{label}".replace("-", "_").lower()
     with psycopg.connect(admin, autocommit=True) as conn:

@@ -98,6 +98,7 @@ def timer_figures(
     return {
         **latency("late_", late),
         "rss_asleep_mb": asleep,
+        "rss_growth_mb": asleep - base,
         "rss_peak_mb": sampler.peak(),
         "rss_base_mb": base,
         "all_asleep_at_once": 1.0 if window else 0.0,

@@ -27,6 +27,7 @@ LABELS = {
     "late_p50_ms": "wake-up lateness p50 ms",
     "late_p99_ms": "wake-up lateness p99 ms",
     "rss_asleep_mb": "RSS while asleep, MB",
+    "rss_growth_mb": "RSS growth for the sleepers, MB",
     "rss_peak_mb": "RSS peak, MB",
     "rss_base_mb": "RSS before, MB",
     "all_asleep_at_once": "all asleep at once (1 = yes)",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib.resources import files
 from typing import Any
 
 import pytest
@@ -41,3 +42,16 @@ async def test_migrating_twice_is_a_no_op(tmp_path: Any) -> None:
         store = await open_store(url)
         await store.close()
     assert await _migrated_diff(url) == []
+
+
+def test_the_schema_revision_constant_is_alembics_head(tmp_path: Any) -> None:
+    """Starting skips Alembic when the stored revision is ``SCHEMA_REVISION``: it must be the
+    newest migration, or a database would never be brought up to date."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from stepstone.storage.dialect import SCHEMA_REVISION
+
+    config = Config()
+    config.set_main_option("script_location", str(files("stepstone.storage") / "migrations"))
+    assert ScriptDirectory.from_config(config).get_current_head() == SCHEMA_REVISION
