@@ -14,7 +14,15 @@ from stepstone.storage import rows
 from stepstone.storage.base import NewVersion
 from stepstone.storage.database import Database
 from stepstone.storage.prepared import Prepared
-from stepstone.storage.tables import events, instances, scripts, steps, versions, workflows
+from stepstone.storage.tables import (
+    events,
+    instance_counts,
+    instances,
+    scripts,
+    steps,
+    versions,
+    workflows,
+)
 from stepstone.storage.tables import schedules as cron_schedules
 
 
@@ -203,14 +211,19 @@ class CatalogQueries:
 
     async def count_instances(self, workflow_ids: Sequence[str]) -> dict[str, dict[str, int]]:
         query = (
-            select(instances.c.workflow_id, instances.c.status, func.count())
-            .where(instances.c.workflow_id.in_(list(workflow_ids)))
-            .group_by(instances.c.workflow_id, instances.c.status)
+            select(
+                instance_counts.c.workflow_id,
+                instance_counts.c.status,
+                func.sum(instance_counts.c.n),
+            )
+            .where(instance_counts.c.workflow_id.in_(list(workflow_ids)))
+            .group_by(instance_counts.c.workflow_id, instance_counts.c.status)
         )
         found = await self._db.read(lambda conn: conn.execute(query).all())
         counts: dict[str, dict[str, int]] = {w: {} for w in workflow_ids}
         for workflow_id, status, count in found:
-            counts[workflow_id][status] = count
+            if count:
+                counts[workflow_id][status] = int(count)
         return counts
 
 

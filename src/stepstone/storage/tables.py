@@ -138,6 +138,21 @@ instances = Table(
     ),
 )
 
+instance_counts = Table(
+    "instance_counts",
+    metadata,
+    # Kept by triggers on ``instances`` (migration 0003); a count is the sum over slots.
+    Column(
+        "workflow_id",
+        String(36),
+        ForeignKey("workflows.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("status", String(16), primary_key=True),
+    Column("slot", Integer, primary_key=True),
+    Column("n", BigInteger, nullable=False),
+)
+
 steps = Table(
     "steps",
     metadata,
