@@ -7,7 +7,7 @@ import pytest
 from stepstone import WorkflowEntrypoint, WorkflowEvent, WorkflowStep
 from stepstone.domain.errors import ValidationError
 from stepstone.domain.records import Claim, StepRecord, StepState, StepType
-from stepstone.domain.status import RUNNABLE, InstanceStatus
+from stepstone.domain.status import IN_PROGRESS, RUNNABLE, InstanceStatus
 from stepstone.engine import Engine
 from stepstone.runtime.clock import FakeClock
 from stepstone.storage.base import LeaseLostError
@@ -118,3 +118,52 @@ async def test_a_value_the_database_refuses_is_a_validation_error(
     else:
         with pytest.raises(ValidationError, match="cannot be stored"):
             await engine.send_event("idle", instance.id, "type\x00with-nul", None)
+
+
+async def test_instances_in_progress_are_claimed_before_queued_ones(
+    engine: Engine, store: SqlStore, clock: FakeClock
+) -> None:
+    """A worker with room for one takes the instance whose timer fired, not a newer arrival
+    that was ready earlier: work in progress is never starved by new work."""
+    claim = await _claimed(engine, store, clock)
+    await engine.create_instance("idle", instance_id="newcomer")
+    assert await store.move(
+        claim,
+        expected={S.QUEUED},
+        target=S.WAITING,
+        now=clock.now_ms(),
+        ready_at=clock.now_ms() + 1_000,
+        release=True,
+    )
+    await clock.advance(1_000)
+    [first] = await store.claim("w2", clock.now_ms(), 30_000, 1, RUNNABLE, first=IN_PROGRESS)
+    assert first.instance.id == "i-1"
+    [second] = await store.claim("w2", clock.now_ms(), 30_000, 1, RUNNABLE, first=IN_PROGRESS)
+    assert second.instance.id == "newcomer"
+    # Without a preference, the one ready longest goes first.
+    assert await store.move(
+        first, expected={S.WAITING}, target=S.WAITING, now=clock.now_ms(), release=True
+    )
+    assert await store.move(
+        second, expected={S.QUEUED}, target=S.QUEUED, now=clock.now_ms(), release=True
+    )
+    [oldest] = await store.claim("w3", clock.now_ms(), 30_000, 1, RUNNABLE)
+    assert oldest.instance.id == "newcomer"
+
+
+async def test_a_claim_reads_the_steps_and_starts_what_it_takes(
+    engine: Engine, store: SqlStore, clock: FakeClock
+) -> None:
+    claim = await _claimed(engine, store, clock)
+    assert claim.steps == ()
+    await store.save_steps(claim, [_step(StepState.COMPLETE, "1")])
+    assert await store.move(
+        claim, expected={S.QUEUED}, target=S.WAITING, now=clock.now_ms(), release=True
+    )
+    [again] = await store.claim(
+        "w2", clock.now_ms(), 30_000, 10, RUNNABLE, start={S.WAITING: S.RUNNING}
+    )
+    assert again.instance.status is S.RUNNING
+    assert again.instance.started_at == clock.now_ms()
+    assert again.steps is not None
+    assert [(r.name, r.output) for r in again.steps] == [("s", "1")]

@@ -380,7 +380,8 @@ class Engine:
             instance.pk, event_type, text, self.clock.now_ms(), wake={S.WAITING}
         )
         self.notifier.instance_changed(instance.pk)
-        self.notifier.work_available()
+        if instance.lease_owner is None:  # held by a worker: it wakes the wait in memory
+            self.notifier.work_available()
 
     async def change_status(
         self,

@@ -13,9 +13,11 @@ class Notifier:
     def __init__(self) -> None:
         self._event = asyncio.Event()
         self._changed: set[int] = set()
+        self._work = False
 
     def work_available(self) -> None:
         """New or woken instances may be ready to claim."""
+        self._work = True
         self._event.set()
 
     def instance_changed(self, pk: int) -> None:
@@ -26,8 +28,10 @@ class Notifier:
     async def wait(self) -> None:
         await self._event.wait()
 
-    def take(self) -> set[int]:
-        """Clear the signal and return the instances that changed since the last call."""
+    def take(self) -> tuple[set[int], bool]:
+        """Clear the signal; return the instances that changed since the last call, and
+        whether work may be ready to claim."""
         self._event.clear()
         changed, self._changed = self._changed, set()
-        return changed
+        work, self._work = self._work, False
+        return changed, work

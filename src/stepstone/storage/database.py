@@ -23,7 +23,6 @@ import asyncio
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from typing import Any, TypeVar
 
@@ -31,6 +30,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import OperationalError
 
 from stepstone.storage.commit import PENDING, Batch, Busy, Committer, Op, translate
+from stepstone.storage.readers import Readers
 
 T = TypeVar("T")
 
@@ -57,7 +57,7 @@ class Database:
         self._inline = Committer(writer, begin, wait=False) if inline else None
         self._inline_reader: Connection | None = None
         self._committer = Committer(writer, begin)
-        self._read_pool = ThreadPoolExecutor(read_threads, thread_name_prefix="stepstone-read")
+        self._readers = Readers(reader, read_threads)
         # loop side
         self._pending: list[Op] = []
         self._flush_handle: asyncio.Handle | None = None
@@ -179,9 +179,7 @@ class Database:
     # ------------------------------------------------------------------ reads
     async def read(self, fn: Callable[[Connection], T]) -> T:
         """Run ``fn`` on a reader thread; its statements see committed data."""
-        return await asyncio.get_running_loop().run_in_executor(
-            self._read_pool, _read, self.reader, fn
-        )
+        return await self._readers.run(fn)
 
     async def lookup(self, fn: Callable[[Connection], T]) -> T:
         """A small read by key: on the loop where that is cheaper than a thread (SQLite)."""
@@ -217,7 +215,7 @@ class Database:
             self._cv.notify()
         if self._thread is not None:
             self._thread.join()
-        self._read_pool.shutdown(wait=True)
+        self._readers.close()
         if self._inline is not None:
             self._inline.close()
         self._committer.close()
@@ -237,14 +235,3 @@ def _deliver(ops: Sequence[Op]) -> None:
             op.future.set_exception(op.outcome)
         else:
             op.future.set_result(op.outcome)
-
-
-def _read(engine: Engine, fn: Callable[[Connection], T]) -> T:
-    try:
-        with engine.begin() as conn:
-            return fn(conn)
-    except Exception as exc:
-        translated = translate(exc)
-        if translated is exc:
-            raise
-        raise translated from exc

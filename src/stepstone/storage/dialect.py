@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from collections.abc import Callable, Sequence
 from importlib.resources import files
 from typing import TYPE_CHECKING, Any, Protocol
@@ -160,14 +161,16 @@ class PostgresDialect:
     def is_unique_violation(self, exc: IntegrityError) -> bool:
         return getattr(exc.orig, "sqlstate", None) == "23505"
 
+    def __init__(self) -> None:
+        self.origin = uuid.uuid4().hex[:12]
+        """Names this process in its own notifications: it has told itself already."""
+
     def signal(self, connection: Connection, pk: int | None) -> None:
-        connection.execute(
-            text("SELECT pg_notify(:channel, :payload)"),
-            {"channel": CHANNEL, "payload": "" if pk is None else str(pk)},
-        )
+        payload = f"{self.origin}:{'' if pk is None else pk}"
+        _NOTIFY.run(connection, {"channel": CHANNEL, "payload": payload})
 
     def listen(self, engine: Engine, on_signal: Callable[[int | None], None]) -> Callable[[], None]:
-        listener = _Listener(engine, on_signal)
+        listener = _Listener(engine, on_signal, self.origin)
         listener.start()
         return listener.stop
 
@@ -187,6 +190,7 @@ class PostgresDialect:
 
 CHANNEL = "stepstone"
 _BEGIN_IMMEDIATE = Prepared(text("BEGIN IMMEDIATE"))
+_NOTIFY = Prepared(text("SELECT pg_notify(:channel, :payload)"))
 
 
 class _Listener(threading.Thread):
@@ -196,12 +200,15 @@ class _Listener(threading.Thread):
     as the fallback for the moments the listener is reconnecting.
     """
 
-    def __init__(self, engine: Engine, on_signal: Callable[[int | None], None]) -> None:
+    def __init__(
+        self, engine: Engine, on_signal: Callable[[int | None], None], origin: str
+    ) -> None:
         super().__init__(name="stepstone-listen", daemon=True)
         self._conninfo = engine.url.set(drivername="postgresql").render_as_string(
             hide_password=False
         )
         self._on_signal = on_signal
+        self._origin = origin
         self._stopped = threading.Event()
 
     def stop(self) -> None:
@@ -219,7 +226,9 @@ class _Listener(threading.Thread):
                     self._on_signal(None)  # anything sent while we were away: look now
                     while not self._stopped.is_set():
                         for note in conn.notifies(timeout=0.5, stop_after=100):
-                            self._on_signal(int(note.payload) if note.payload else None)
+                            origin, _, pk = note.payload.rpartition(":")
+                            if origin != self._origin:
+                                self._on_signal(int(pk) if pk else None)
             except Exception as exc:
                 if self._stopped.is_set():
                     return

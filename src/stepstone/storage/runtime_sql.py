@@ -79,6 +79,15 @@ class RuntimeQueries:
             self._candidate_queries[(statuses, expired)] = query
         return query
 
+    def _ready_queries(self, statuses: frozenset[str]) -> list[Prepared]:
+        """In process (SQLite), one query per status walks the index in order, and the oldest
+        of them go first; a server gets one query for them all (one round trip, one sort)."""
+        if not statuses:
+            return []
+        if self._dialect.in_process:
+            return [self._candidates(frozenset({s}), expired=False) for s in sorted(statuses)]
+        return [self._candidates(statuses, expired=False)]
+
     async def claim(
         self,
         owner: str,
@@ -99,8 +108,8 @@ class RuntimeQueries:
         early = sorted(values & {s.value for s in first})
         lapsed = self._candidates(values, expired=True)
         groups = [
-            [self._candidates(frozenset({s}), expired=False) for s in early],
-            [self._candidates(frozenset({s}), expired=False) for s in sorted(values - set(early))],
+            self._ready_queries(frozenset(early)),
+            self._ready_queries(values - set(early)),
         ]
         moves = tuple(sorted((a.value, b.value) for a, b in (start or {}).items()))
 
@@ -111,7 +120,6 @@ class RuntimeQueries:
                 if len(found) >= limit:
                     break
                 params["limit"] = limit - len(found)
-                # One query per status walks the index in order; the oldest of them go first.
                 ready = [row for query in group for row in query.all(conn, params)]
                 ready.sort(key=lambda row: row.ready_at)
                 found += ready[: params["limit"]]
@@ -187,13 +195,9 @@ class RuntimeQueries:
         return await self._db.write(tx)
 
     async def next_wakeup(self, now: int, *, schedules: bool = True) -> int | None:
-        def tx(conn: Connection) -> list[Any]:
-            timers = [_NEXT_TIMER.scalar(conn, {"now": now, "status": s}) for s in _TIMED]
-            if schedules:
-                timers.append(_NEXT_TICK.scalar(conn))
-            return timers
-
-        values = [int(v) for v in await self._db.lookup(tx) if v is not None]
+        statement = _NEXT_WAKEUP if schedules else _NEXT_TIMER
+        found = await self._db.lookup(lambda conn: statement.first(conn, {"now": now}))
+        values = [int(v) for v in found if v is not None]
         return min(values) if values else None
 
     async def load_steps(self, pk: int) -> list[StepRecord]:
@@ -330,11 +334,12 @@ def _candidates(statuses: frozenset[str], *, expired: bool) -> Select[Any]:
         ]
         order = instances.c.lease_expires_at
     else:
-        [status] = statuses
         held = [
             instances.c.lease_owner.is_(None),
             instances.c.ready_at.is_not(None),
-            instances.c.status == literal(status),
+            instances.c.status == literal(next(iter(statuses)))
+            if len(statuses) == 1
+            else instances.c.status.in_(_statuses(statuses)),
         ]
         order = instances.c.ready_at
     return (
@@ -452,19 +457,26 @@ _PURGEABLE = (
     .order_by(instances.c.purge_at)
     .limit(bindparam("limit"))
 )
-_NEXT_TIMER = Prepared(
-    # Instances nobody holds (a held one's timer is its holder's business), one status at a
-    # time: each is a seek in ``ix_instances_free_ready``.
-    select(func.min(instances.c.ready_at)).where(
-        instances.c.lease_owner.is_(None),
-        instances.c.ready_at.is_not(None),
-        instances.c.status == bindparam("status"),
-        instances.c.ready_at > bindparam("now"),
-    )
-)
 _TIMED = sorted(s.value for s in RUNNABLE)
 """Statuses whose instances a timer may make ready (the others have no ``ready_at``)."""
-_NEXT_TICK = Prepared(select(func.min(cron_schedules.c.next_at)))
+_TIMERS = [
+    # Instances nobody holds (a held one's timer is its holder's business), one status at a
+    # time: each is a seek in ``ix_instances_free_ready``.
+    select(func.min(instances.c.ready_at))
+    .where(
+        instances.c.lease_owner.is_(None),
+        instances.c.ready_at.is_not(None),
+        instances.c.status == literal(status),
+        instances.c.ready_at > bindparam("now"),
+    )
+    .scalar_subquery()
+    for status in _TIMED
+]
+_NEXT_TIMER = Prepared(select(*_TIMERS))
+"""The earliest timer of each status, in one statement (one round trip to a server)."""
+_NEXT_WAKEUP = Prepared(
+    select(*_TIMERS, select(func.min(cron_schedules.c.next_at)).scalar_subquery())
+)
 _STEPS = Prepared(select(steps).where(steps.c.instance_pk == bindparam("pk")).order_by(steps.c.seq))
 _STEPS_OF_MANY = (
     select(steps)

@@ -109,6 +109,8 @@ class Worker:
         """Runs a database failure stopped; their leases go back once the database answers."""
         self._purged_at = 0
         self._cron_at = 0
+        self._look_at: int | None = None
+        """When to look for work next though nothing signals (``None``: now)."""
 
     @property
     def running(self) -> int:
@@ -167,24 +169,27 @@ class Worker:
         if self._stranded:
             stranded, self._stranded = self._stranded, []
             await self.store.release(stranded)
-        changed = self.notifier.take()
+        changed, work = self.notifier.take()
+        changed &= self._runs.keys()
+        for pk in changed:
+            # Most changes are events: let the waits look at once, while the refresh below
+            # reads what else changed (a pause, a terminate: those the waits see as well).
+            self._runs[pk][0].wake()
         stale = self.clock.now_ms() - self._checked_at >= self.settings.poll_ms
-        if changed & self._runs.keys() or stale:
+        if changed or stale:
             await self.refresh(renew=False)
         await self._cron()
         await self._purge()
-        await self._claim()
+        # Claim when told of work, or when the time chosen for the next look has come; a
+        # tick for a change in a run this worker holds (an event, a pause) claims nothing.
+        if work or self._look_at is None or self.clock.now_ms() >= self._look_at:
+            await self._claim()
+            self._look_at = None
 
     async def _idle(self, stop: asyncio.Event) -> None:
-        now = self.clock.now_ms()
-        until = now + self.settings.poll_ms
-        if self.running < self.settings.max_concurrency:
-            wakeup = await self.store.next_wakeup(now)
-            if wakeup is not None and wakeup <= now:
-                # Only a cron tick can be already due: the next cron look starts it.
-                wakeup = self._cron_at + self.settings.poll_ms
-            if wakeup is not None:
-                until = min(until, wakeup)
+        if self._look_at is None:
+            self._look_at = await self._next_look()
+        until = self._look_at
         waits = [
             asyncio.ensure_future(self.notifier.wait()),
             asyncio.ensure_future(stop.wait()),
@@ -195,6 +200,19 @@ class Worker:
         finally:
             for waiting in waits:
                 waiting.cancel()
+
+    async def _next_look(self) -> int:
+        """When to look for work if nothing signals: the next timer, or a poll interval."""
+        now = self.clock.now_ms()
+        until = now + self.settings.poll_ms
+        if self.running < self.settings.max_concurrency:
+            wakeup = await self.store.next_wakeup(now)
+            if wakeup is not None and wakeup <= now:
+                # Only a cron tick can be already due: the next cron look starts it.
+                wakeup = self._cron_at + self.settings.poll_ms
+            if wakeup is not None:
+                until = min(until, wakeup)
+        return until
 
     async def _cron(self) -> None:
         """Start due cron instances; at most once a poll interval, so a busy loop (woken by
