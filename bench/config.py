@@ -68,7 +68,7 @@ FULL = Sizes(
     stored=1_000_000,
     pages=50,
     repeats=3,
-    slow_repeats=1,
+    slow_repeats=3,
     child_timeout_s=1_800.0,
 )
 TINY = Sizes(

@@ -18,6 +18,7 @@ from stepstone.sdk.errors import (
     StepLimitError,
     WaitForEventTimeoutError,
 )
+from stepstone.sdk.jobs import job
 
 __all__ = [
     "NonRetryableError",
@@ -30,4 +31,5 @@ __all__ = [
     "WorkflowEntrypoint",
     "WorkflowEvent",
     "WorkflowStep",
+    "job",
 ]

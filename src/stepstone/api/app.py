@@ -15,9 +15,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from stepstone.api import cloudflare
+from stepstone.api import cloudflare, runs
 from stepstone.api.cloudflare import envelope
 from stepstone.api.errors import http_status
+from stepstone.api.runs import errors as runs_errors
 from stepstone.domain.errors import StepstoneError
 from stepstone.engine import Engine
 
@@ -25,7 +26,10 @@ log = logging.getLogger(__name__)
 
 Render = Callable[[int, str], JSONResponse]
 #: path prefix -> how that family shapes an error
-_FAMILIES: tuple[tuple[str, Render], ...] = ((envelope.PREFIX, envelope.failure),)
+_FAMILIES: tuple[tuple[str, Render], ...] = (
+    (envelope.PREFIX, envelope.failure),
+    (runs_errors.PREFIX + "/", runs_errors.failure),
+)
 
 
 def _plain(status: int, message: str) -> JSONResponse:
@@ -47,7 +51,8 @@ def create_app(engine: Engine, *, open_access: bool = False) -> FastAPI:
         title="Stepstone",
         version="0.1.0",
         description="A durable workflow engine. The Cloudflare-compatible Workflows API lives "
-        "under /client/v4/accounts/{account_id}/workflows.",
+        "under /client/v4/accounts/{account_id}/workflows; the workflow-runs API (graph "
+        "workflows, Strait-compatible) under /v1.",
     )
     app.state.engine = engine
     app.state.open_access = open_access
@@ -85,6 +90,7 @@ def create_app(engine: Engine, *, open_access: bool = False) -> FastAPI:
         return JSONResponse({"status": "ok"})
 
     cloudflare.install(app)
+    runs.install(app)
     _answer_400_not_422(app)
     return app
 

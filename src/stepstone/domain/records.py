@@ -23,6 +23,9 @@ class StepState(StrEnum):
     """A sleep or a wait for an event that has not ended yet."""
     COMPLETE = "complete"
     ERRORED = "errored"
+    SKIPPED = "skipped"
+    """Settled without running: a graph step whose condition was false, or that a user or a
+    failed step it depends on skipped. Final, as ``complete`` is."""
 
 
 class TriggerSource(StrEnum):
@@ -58,6 +61,20 @@ class Script:
     name: str
     archive: bytes
     source_hash: str
+    created_at: int
+    modified_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A Python function a deployed script registered by name (``@stepstone.job``), for graph
+    workflows' job steps (``job_id``) to run."""
+
+    tenant: str
+    name: str
+    script_name: str
+    module: str
+    function: str
     created_at: int
     modified_at: int
 
@@ -180,6 +197,20 @@ class Instance:
     purge_at: int | None = None
     terminating: bool = False
     """Terminated with rollback: compensations run, then the instance ends terminated."""
+    parent_pk: int | None = None
+    """A child run's parent instance (a graph ``sub_workflow`` step), and that step's ref."""
+    parent_step: str | None = None
+    retry_of: str | None = None
+    """The id of the run this one retries (graph runs' retry)."""
+    tags: dict[str, str] | None = None
+    max_parallel_steps: int | None = None
+    expires_at: int | None = None
+    """When the run times out (a graph workflow's ``timeout_secs``)."""
+    created_by: str | None = None
+    triggered_by: str | None = None
+    """How a graph run started, in Strait's words (manual, cron, workflow, retry)."""
+    depth: int = 0
+    """How deep a child run is nested (0 for a run nobody started)."""
 
 
 @dataclass(frozen=True, slots=True)

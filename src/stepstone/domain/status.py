@@ -38,6 +38,9 @@ RUNNABLE = frozenset(
 )
 
 
+TIMED_OUT_ERROR = "WorkflowTimedOut"
+"""The error of an instance that passed its deadline: errored, and a run that ``timed_out``."""
+
 #: Runnable statuses of instances that have started: claimed before queued ones, so that work
 #: in progress is never starved by new arrivals (queued instances wait instead, in order).
 IN_PROGRESS = RUNNABLE - {InstanceStatus.QUEUED}

@@ -39,6 +39,7 @@ from stepstone.runtime.clock import Clock, SystemClock
 from stepstone.runtime.loader import (
     PackedScript,
     VersionLoader,
+    find_jobs,
     find_workflow_classes,
     module_defining,
     pack,
@@ -109,12 +110,16 @@ class Engine:
         name: str | None = None,
         tenant: str = DEFAULT_TENANT,
     ) -> list[Deployed]:
-        """Deploy the workflow classes of a file or folder (``class_name``: just that one)."""
+        """Deploy the workflow classes of a file or folder (``class_name``: just that one),
+        and register the jobs it defines (``@stepstone.job``)."""
         script = pack(path)
+        jobs = find_jobs(script)
         if class_name is None:
             found = find_workflow_classes(script)
-            if not found:
-                raise WorkflowDefinitionError(f"{path} defines no WorkflowEntrypoint subclass")
+            if not found and not jobs:
+                raise WorkflowDefinitionError(
+                    f"{path} defines no WorkflowEntrypoint subclass and no @job function"
+                )
             if name is not None and len(found) > 1:
                 raise WorkflowDefinitionError(
                     f"{path} defines several workflows; pass the class to deploy with --class"
@@ -122,9 +127,11 @@ class Engine:
             targets = [(f.module, f.class_name) for f in found]
         else:
             targets = [(module_defining(script, class_name), class_name)]
+        now = self.clock.now_ms()
         await self.store.put_script(
-            tenant, script.script_name, script.archive, script.source_hash, self.clock.now_ms()
+            tenant, script.script_name, script.archive, script.source_hash, now
         )
+        await self.store.put_jobs(tenant, script.script_name, jobs, now)
         return [
             await self._deploy(script, module, cls_name, name=name, tenant=tenant)
             for module, cls_name in targets

@@ -21,6 +21,8 @@ from stepstone.domain.errors import DeterminismError, StepstoneError, StoreUnava
 from stepstone.domain.records import Claim, StepRecord
 from stepstone.domain.status import InstanceStatus, runtime_sources
 from stepstone.runtime.clock import Clock
+from stepstone.runtime.graph_run import GraphWorkflow
+from stepstone.runtime.graph_services import GraphServices
 from stepstone.runtime.history import History
 from stepstone.runtime.loader import VersionLoader
 from stepstone.runtime.step import DurableStep, error_message, error_name, to_datetime
@@ -85,9 +87,14 @@ class InstanceRun:
         hold_ms: int = 1_000,
         env: Mapping[str, Any] | None = None,
         mocks: Mapping[str, Any] | None = None,
+        services: GraphServices | None = None,
+        changed: Callable[[int], None] | None = None,
     ) -> None:
         self.claim = claim
         self.store = store
+        self.services = services
+        self.changed = changed
+        """Tells the worker that another instance changed (a parent this run's end woke)."""
         self.clock = clock
         self.loader = loader
         self.hold_ms = hold_ms
@@ -387,10 +394,15 @@ class InstanceRun:
         )
         try:
             workflow = cls(self.env)
+            if isinstance(workflow, GraphWorkflow):
+                if self.services is None:
+                    self.services = GraphServices(self.store, self.loader, self.clock)
+                workflow.attach(self.services, instance)
             result = await workflow.run(event, step)
             if self.terminating:
                 raise ReplayEnd
-            self.history.check_all_reached()
+            if getattr(cls, "strict_history", True):
+                self.history.check_all_reached()
             output = jsonvalue.encode(result, what="the workflow's return value")
         except ReplayEnd:
             terminated = InstanceTerminatedError("the instance was terminated with rollback")
@@ -466,6 +478,8 @@ class InstanceRun:
             **fields,
         ):
             raise LeaseLostError(self.claim.instance.pk)
+        if instance.parent_pk is not None and self.changed is not None:
+            self.changed(instance.parent_pk)  # the move told the parent; wake it if held here
 
 
 def _name_of(error: BaseException, cause: BaseException) -> str:

@@ -52,6 +52,10 @@ class History:
                 raise self.divergence
         return count, record
 
+    def peek(self, name: str, count: int = 1) -> StepRecord | None:
+        """The record of ``name`` (occurrence ``count``), if any, without counting a call."""
+        return self._records.get((name, count))
+
     def next_seq(self) -> int:
         seq = self._next_seq
         self._next_seq += 1

@@ -14,15 +14,19 @@ import importlib.machinery
 import importlib.util
 import inspect
 import io
+import json
 import sys
 import threading
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from stepstone.domain.errors import WorkflowDefinitionError
 from stepstone.domain.records import Version
+from stepstone.graph import parse_definition
 from stepstone.sdk.entrypoint import WorkflowEntrypoint
 
 _EPOCH = (1980, 1, 1, 0, 0, 0)
@@ -121,6 +125,51 @@ def find_workflow_classes(script: PackedScript) -> list[FoundClass]:
     return found
 
 
+def find_jobs(script: PackedScript) -> dict[str, tuple[str, str]]:
+    """Functions decorated with ``@job(...)`` (or ``@stepstone.job``), found without running
+    any code: job name -> (module, function)."""
+    found: dict[str, tuple[str, str]] = {}
+    for module, source in sorted(script.modules.items()):
+        for node in ast.parse(source).body:
+            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for decorator in node.decorator_list:
+                name = _job_name(decorator, node.name)
+                if name is None:
+                    continue
+                if name in found:
+                    raise WorkflowDefinitionError(
+                        f"job {name!r} is defined twice ({found[name][0]} and {module})"
+                    )
+                found[name] = (module, node.name)
+    return found
+
+
+def _job_name(decorator: ast.expr, function: str) -> str | None:
+    call = decorator if isinstance(decorator, ast.Call) else None
+    target = call.func if call else decorator
+    if not (
+        (isinstance(target, ast.Name) and target.id == "job")
+        or (isinstance(target, ast.Attribute) and target.attr == "job")
+    ):
+        return None
+    if call is None:
+        return function
+    given = (
+        call.args[0]
+        if call.args
+        else next((k.value for k in call.keywords if k.arg == "name"), None)
+    )
+    if given is None:
+        return function
+    if not isinstance(given, ast.Constant) or not isinstance(given.value, str) or not given.value:
+        raise WorkflowDefinitionError(
+            f"@job on {function}: the job name must be a string literal, so that deploying "
+            "can register it without running the script"
+        )
+    return given.value
+
+
 def module_defining(script: PackedScript, class_name: str) -> str:
     matches = [
         module
@@ -138,12 +187,17 @@ def module_defining(script: PackedScript, class_name: str) -> str:
     return matches[0]
 
 
+GRAPH = "graph"
+"""The language of graph workflows' versions: their archive is the definition's JSON."""
+
+
 class VersionLoader:
     """Imports versions' classes from their archives, once per process and version."""
 
     def __init__(self) -> None:
         self._classes: dict[str, type[WorkflowEntrypoint]] = {}
         self._versions: dict[str, Version] = {}
+        self._functions: dict[tuple[str, str, str], Callable[..., Any]] = {}
         self._lock = threading.Lock()
 
     def known(self, version_id: str) -> Version | None:
@@ -158,15 +212,38 @@ class VersionLoader:
     def load(self, version: Version) -> type[WorkflowEntrypoint]:
         cls = self._classes.get(version.id)
         if cls is None:
-            cls = self.load_archive(version.archive, version.module, version.class_name)
+            if version.language == GRAPH:
+                from stepstone.runtime.graph_run import graph_class
+
+                definition = parse_definition(json.loads(version.archive))
+                cls = graph_class(version.id, definition)
+            else:
+                cls = self.load_archive(version.archive, version.module, version.class_name)
             self._classes[version.id] = cls
         self._versions[version.id] = version
         return cls
+
+    def load_function(
+        self, archive: bytes, source_hash: str, module: str, function: str
+    ) -> Callable[..., Any]:
+        """``function`` of ``module`` in ``archive`` (a job), imported once per script."""
+        key = (source_hash, module, function)
+        found = self._functions.get(key)
+        if found is None:
+            loaded = self._import(archive, module)
+            found = getattr(loaded, function, None)
+            if not callable(found):
+                raise WorkflowDefinitionError(f"{module} has no function {function!r}")
+            self._functions[key] = found
+        return found
 
     def load_archive(
         self, archive: bytes, module: str, class_name: str
     ) -> type[WorkflowEntrypoint]:
         """Import ``module`` from ``archive`` in isolation and return its workflow class."""
+        return entrypoint_class(self._import(archive, module), class_name)
+
+    def _import(self, archive: bytes, module: str) -> ModuleType:
         with zipfile.ZipFile(io.BytesIO(archive)) as zf:
             sources = {n: zf.read(n).decode() for n in zf.namelist() if n.endswith(".py")}
         finder = _ArchiveFinder(sources)
@@ -185,7 +262,7 @@ class VersionLoader:
                 for name in [n for n in sys.modules if n.split(".")[0] in roots]:
                     del sys.modules[name]
                 sys.modules.update(saved)
-        return entrypoint_class(loaded, class_name)
+        return loaded
 
 
 class _ArchiveFinder(importlib.abc.MetaPathFinder, importlib.abc.SourceLoader):  # type: ignore[misc]

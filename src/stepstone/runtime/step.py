@@ -130,6 +130,8 @@ class DurableStep(WorkflowStep):
         count, record = run.history.lookup(name, type)
         if record is not None and record.state is StepState.COMPLETE:
             return jsonvalue.decode(record.output), record
+        if record is not None and record.state is StepState.SKIPPED:
+            return None, record
         if record is not None and record.state is StepState.ERRORED:
             raise StepFailedError(name, record.error_name or "Error", record.error_message or "")
         if type is not StepType.ROLLBACK:
@@ -212,6 +214,32 @@ class DurableStep(WorkflowStep):
         )
         await self._execute(
             StepType.ROLLBACK, f"rollback:{comp.name}", comp.fn, (context,), {}, comp.config
+        )
+
+    # ------------------------------------------------------------------ for the graph interpreter
+    def recorded(self, name: str) -> StepRecord | None:
+        """What history holds for step ``name`` (first occurrence), not counting a call."""
+        return self._run.history.peek(name)
+
+    async def skip(self, name: str, reason: str) -> None:
+        """Record step ``name`` as skipped (settled without running), unless it is recorded."""
+        _check_name(name)
+        run = self._run
+        count, record = run.history.lookup(name, StepType.STEP)
+        if record is not None:
+            return
+        now = run.clock.now_ms()
+        await run.save(
+            StepRecord(
+                name=name,
+                count=count,
+                type=StepType.STEP,
+                state=StepState.SKIPPED,
+                seq=run.history.next_seq(),
+                started_at=now,
+                ended_at=now,
+                error_message=reason,
+            )
         )
 
     # ------------------------------------------------------------------ sleeps

@@ -16,6 +16,7 @@ from stepstone.domain.records import (
     Claim,
     Event,
     Instance,
+    Job,
     Script,
     StepRecord,
     TriggerSource,
@@ -50,6 +51,15 @@ class NewInstance:
     schedule: dict[str, Any] | None = None
     success_retention_ms: int | None = None
     error_retention_ms: int | None = None
+    parent_pk: int | None = None
+    parent_step: str | None = None
+    retry_of: str | None = None
+    tags: Mapping[str, str] | None = None
+    max_parallel_steps: int | None = None
+    expires_at: int | None = None
+    created_by: str | None = None
+    triggered_by: str | None = None
+    depth: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +113,29 @@ class InstanceFilter:
     count: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class RunFilter:
+    """A project's runs, newest first: by statuses (``timed_out`` splits errored runs into
+    those that passed their deadline and the others), optionally of one workflow."""
+
+    statuses: frozenset[InstanceStatus] | None = None
+    timed_out: bool | None = None
+    workflow_id: str | None = None
+    limit: int = 50
+    offset: int = 0
+    cursor: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WaitingStep:
+    """An instance's step waiting for an event (the workflow-runs API sends to keys)."""
+
+    pk: int
+    instance_id: str
+    step: str
+    since: int
+
+
 class Store(Protocol):
     """Durable state of workflows, versions, instances, steps and events."""
 
@@ -147,6 +180,15 @@ class Store(Protocol):
         self, tenant: str, name: str, archive: bytes, source_hash: str, now: int
     ) -> Script: ...
     async def get_script(self, tenant: str, name: str) -> Script | None: ...
+    async def put_jobs(
+        self, tenant: str, script_name: str, jobs: Mapping[str, tuple[str, str]], now: int
+    ) -> None:
+        """Register ``jobs`` (name -> (module, function)) as the script's; the script's jobs
+        that ``jobs`` no longer names are removed."""
+        ...
+
+    async def get_job(self, tenant: str, name: str) -> Job | None: ...
+    async def list_jobs(self, tenant: str) -> list[Job]: ...
     async def get_version(self, version_id: str) -> Version | None: ...
     async def list_versions(self, workflow_id: str) -> list[Version]: ...
     async def count_instances(self, workflow_ids: Sequence[str]) -> dict[str, dict[str, int]]:
@@ -154,7 +196,17 @@ class Store(Protocol):
         ...
 
     # instances, as users see them
-    async def create_instances(self, new: Sequence[NewInstance], now: int) -> list[Instance]: ...
+    async def create_instances(
+        self,
+        new: Sequence[NewInstance],
+        now: int,
+        *,
+        history: Mapping[str, Sequence[StepRecord]] | None = None,
+    ) -> list[Instance]:
+        """Create instances in one transaction, each (by id) with ``history`` already recorded
+        (a retried run's kept results, a graph run's disabled steps)."""
+        ...
+
     async def get_instance(self, workflow_id: str, instance_id: str) -> Instance | None: ...
     async def get_instance_by_pk(self, pk: int) -> Instance | None: ...
     async def list_instances(self, workflow_id: str, query: InstanceFilter) -> Page: ...
@@ -179,6 +231,25 @@ class Store(Protocol):
         self, pk: int, type: str, payload: str, now: int, *, wake: Collection[InstanceStatus]
     ) -> Event: ...
     async def load_steps(self, pk: int) -> list[StepRecord]: ...
+
+    # runs, as the workflow-runs API sees them
+    async def find_instance(self, tenant: str, instance_id: str) -> Instance | None: ...
+    async def list_runs(self, tenant: str, query: RunFilter) -> Page: ...
+    async def edit_steps(
+        self,
+        pk: int,
+        *,
+        expected: InstanceStatus,
+        target: InstanceStatus,
+        now: int,
+        put: Sequence[StepRecord] = (),
+        remove: Collection[str] = (),
+    ) -> Instance | None:
+        """Replace records ``put`` and delete those named in ``remove``, take the instance
+        from its worker, move it from ``expected`` to ``target`` and make it ready."""
+        ...
+
+    async def waiting_for(self, tenant: str, event_type: str) -> list[WaitingStep]: ...
 
     # instances, as workers drive them
     async def claim(

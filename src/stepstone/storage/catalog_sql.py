@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, bindparam, delete, func, insert, select, update
 
 from stepstone.domain.ids import new_id
-from stepstone.domain.records import Script, Version, Workflow
+from stepstone.domain.records import Job, Script, Version, Workflow
 from stepstone.storage import rows
 from stepstone.storage.base import NewVersion
 from stepstone.storage.database import Database
@@ -22,6 +22,9 @@ from stepstone.storage.tables import (
     steps,
     versions,
     workflows,
+)
+from stepstone.storage.tables import (
+    jobs as jobs_table,
 )
 from stepstone.storage.tables import schedules as cron_schedules
 
@@ -195,6 +198,40 @@ class CatalogQueries:
         row = await self._db.read(lambda conn: conn.execute(query).one_or_none())
         return None if row is None else rows.to_script(row)
 
+    async def put_jobs(
+        self, tenant: str, script_name: str, jobs: Mapping[str, tuple[str, str]], now: int
+    ) -> None:
+        mine = and_(jobs_table.c.tenant == tenant, jobs_table.c.script_name == script_name)
+
+        def tx(conn: Connection) -> None:
+            conn.execute(delete(jobs_table).where(mine, jobs_table.c.name.not_in(list(jobs))))
+            for name, (module, function) in jobs.items():
+                named = and_(jobs_table.c.tenant == tenant, jobs_table.c.name == name)
+                values = {
+                    "script_name": script_name,
+                    "module": module,
+                    "function": function,
+                    "modified_at": now,
+                }
+                if conn.execute(update(jobs_table).where(named).values(**values)).rowcount == 0:
+                    conn.execute(
+                        insert(jobs_table).values(
+                            tenant=tenant, name=name, created_at=now, **values
+                        )
+                    )
+
+        await self._db.write(tx)
+
+    async def get_job(self, tenant: str, name: str) -> Job | None:
+        params = {"tenant": tenant, "name": name}
+        row = await self._db.lookup(lambda conn: _JOB.first(conn, params))
+        return None if row is None else rows.to_job(row)
+
+    async def list_jobs(self, tenant: str) -> list[Job]:
+        query = select(jobs_table).where(jobs_table.c.tenant == tenant).order_by(jobs_table.c.name)
+        found = await self._db.read(lambda conn: conn.execute(query).all())
+        return [rows.to_job(r) for r in found]
+
     async def get_version(self, version_id: str) -> Version | None:
         params = {"id": version_id}
         row = await self._db.lookup(lambda conn: _VERSION.first(conn, params))
@@ -234,3 +271,8 @@ _WORKFLOW = Prepared(
 )
 _WORKFLOW_BY_ID = Prepared(select(workflows).where(workflows.c.id == bindparam("id")))
 _VERSION = Prepared(select(versions).where(versions.c.id == bindparam("id")))
+_JOB = Prepared(
+    select(jobs_table).where(
+        jobs_table.c.tenant == bindparam("tenant"), jobs_table.c.name == bindparam("name")
+    )
+)

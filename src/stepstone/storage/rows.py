@@ -14,6 +14,7 @@ from stepstone.domain.records import (
     ApiKey,
     Attempt,
     Instance,
+    Job,
     Script,
     StepRecord,
     StepState,
@@ -47,6 +48,15 @@ NEW_INSTANCE_COLUMNS = (
     "ready_at",
     "lease_epoch",
     "terminating",
+    "parent_pk",
+    "parent_step",
+    "retry_of",
+    "tags",
+    "max_parallel_steps",
+    "expires_at",
+    "created_by",
+    "triggered_by",
+    "depth",
 )
 """The columns ``new_instance_row`` fills."""
 
@@ -68,6 +78,15 @@ def new_instance_row(n: NewInstance, now: int) -> dict[str, Any]:
         "ready_at": now,
         "lease_epoch": 0,
         "terminating": False,
+        "parent_pk": n.parent_pk,
+        "parent_step": n.parent_step,
+        "retry_of": n.retry_of,
+        "tags": None if n.tags is None else json.dumps(dict(n.tags)),
+        "max_parallel_steps": n.max_parallel_steps,
+        "expires_at": n.expires_at,
+        "created_by": n.created_by,
+        "triggered_by": n.triggered_by,
+        "depth": n.depth,
     }
 
 
@@ -94,6 +113,18 @@ def to_script(row: Row[Any]) -> Script:
         name=row.name,
         archive=bytes(row.archive),
         source_hash=row.source_hash,
+        created_at=row.created_at,
+        modified_at=row.modified_at,
+    )
+
+
+def to_job(row: Any) -> Job:
+    return Job(
+        tenant=row.tenant,
+        name=row.name,
+        script_name=row.script_name,
+        module=row.module,
+        function=row.function,
         created_at=row.created_at,
         modified_at=row.modified_at,
     )
@@ -156,6 +187,15 @@ def to_instance(row: Row[Any]) -> Instance:
         error_retention_ms=row.error_retention_ms,
         purge_at=row.purge_at,
         terminating=bool(row.terminating),
+        parent_pk=row.parent_pk,
+        parent_step=row.parent_step,
+        retry_of=row.retry_of,
+        tags=None if row.tags is None else json.loads(row.tags),
+        max_parallel_steps=row.max_parallel_steps,
+        expires_at=row.expires_at,
+        created_by=row.created_by,
+        triggered_by=row.triggered_by,
+        depth=row.depth,
     )
 
 

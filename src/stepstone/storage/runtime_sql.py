@@ -31,7 +31,7 @@ from sqlalchemy import (
 from stepstone.domain.errors import ValidationError
 from stepstone.domain.records import Claim, Event, StepRecord, StepState
 from stepstone.domain.status import RUNNABLE, InstanceStatus
-from stepstone.storage import rows
+from stepstone.storage import events_sql, rows
 from stepstone.storage.base import KEEP, LeaseLostError, OwnedInstance
 from stepstone.storage.database import Database
 from stepstone.storage.dialect import Dialect
@@ -65,8 +65,8 @@ class RuntimeQueries:
             self._dialect.upsert(
                 steps,
                 keys=("instance_pk", "name", "count"),
-                # A completed step is never overwritten: its result is committed exactly once.
-                where=steps.c.state != StepState.COMPLETE.value,
+                # A settled step is never overwritten: its result is committed exactly once.
+                where=steps.c.state.not_in(_statuses([StepState.COMPLETE, StepState.SKIPPED])),
             )
         )
         self._candidate_queries: dict[tuple[frozenset[str], bool], Prepared] = {}
@@ -285,7 +285,7 @@ class RuntimeQueries:
             values["ready_at"] = ready_at
         if release:
             values.update(lease_owner=None, lease_expires_at=None)
-        pk = claim.instance.pk
+        pk, parent_pk = claim.instance.pk, claim.instance.parent_pk
         statement = _move_statement(frozenset(s.value for s in expected), frozenset(values))
         params = {"b_pk": pk, "b_owner": claim.owner, "b_epoch": claim.epoch}
         params.update({f"v_{k}": v for k, v in values.items()})
@@ -303,6 +303,18 @@ class RuntimeQueries:
                 conn.execute(_WAKE_FOR_EVENTS, {"b_pk": pk, "b_types": types, "b_now": now})
             if moved == 1 and release:
                 self._dialect.signal(conn, None)  # a new timer, or work for any worker
+            if moved == 1 and target.is_terminal and parent_pk is not None:
+                events_sql.announce_end(
+                    conn,
+                    self._dialect,
+                    parent_pk=parent_pk,
+                    child_id=claim.instance.id,
+                    status=target.value,
+                    output=fields.get("output"),
+                    error_name=fields.get("error_name"),
+                    error_message=fields.get("error_message"),
+                    now=now,
+                )
             return bool(moved == 1)
 
         return await self._db.write(tx)

@@ -7,8 +7,7 @@ instances; ``runtime_sql`` what workers do, ``catalog_sql`` workflows and versio
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import (
@@ -18,7 +17,6 @@ from sqlalchemy import (
     delete,
     func,
     insert,
-    literal,
     or_,
     select,
     update,
@@ -26,12 +24,9 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from stepstone.domain.errors import DuplicateInstanceError
-from stepstone.domain.records import (
-    Event,
-    Instance,
-)
+from stepstone.domain.records import Event, Instance, StepRecord
 from stepstone.domain.status import InstanceStatus
-from stepstone.storage import rows
+from stepstone.storage import events_sql, rows
 from stepstone.storage.base import (
     KEEP,
     DueSchedule,
@@ -44,12 +39,13 @@ from stepstone.storage.database import Database
 from stepstone.storage.dialect import Dialect, schema_revisions
 from stepstone.storage.keys_sql import KeyQueries
 from stepstone.storage.prepared import Prepared
+from stepstone.storage.runs_sql import RunQueries
 from stepstone.storage.runtime_sql import RuntimeQueries
 from stepstone.storage.tables import events, instance_counts, instances, steps, workflows
 from stepstone.storage.tables import schedules as cron_schedules
 
 
-class SqlStore(RuntimeQueries, CatalogQueries, KeyQueries):
+class SqlStore(RuntimeQueries, RunQueries, CatalogQueries, KeyQueries):
     """A ``Store`` over SQLAlchemy Core, for SQLite and PostgreSQL alike."""
 
     def __init__(self, db: Database, dialect: Dialect) -> None:
@@ -80,7 +76,13 @@ class SqlStore(RuntimeQueries, CatalogQueries, KeyQueries):
         await self._db.read(lambda conn: conn.exec_driver_sql("SELECT 1").scalar_one())
 
     # ---------------------------------------------------------------- instances (users)
-    async def create_instances(self, new: Sequence[NewInstance], now: int) -> list[Instance]:
+    async def create_instances(
+        self,
+        new: Sequence[NewInstance],
+        now: int,
+        *,
+        history: Mapping[str, Sequence[StepRecord]] | None = None,
+    ) -> list[Instance]:
         if not new:
             return []
         values = [rows.new_instance_row(n, now) for n in new]
@@ -91,8 +93,16 @@ class SqlStore(RuntimeQueries, CatalogQueries, KeyQueries):
                 result = _INSERT_ONE.all(conn, values[0])
             else:
                 result = conn.execute(insert(instances).returning(*instances.c), values).all()
+            created = [rows.to_instance(r) for r in result]
+            step_values = [
+                {"instance_pk": i.pk, **rows.step_values(record)}
+                for i in created
+                for record in (history or {}).get(i.id, ())
+            ]
+            if step_values:
+                conn.execute(insert(steps), step_values)
             self._dialect.signal(conn, None)
-            return [rows.to_instance(r) for r in result]
+            return created
 
         try:
             created = await self._db.write(tx)
@@ -225,6 +235,18 @@ class SqlStore(RuntimeQueries, CatalogQueries, KeyQueries):
                     conn.execute(delete(events).where(events.c.instance_pk == pk, or_(*taken)))
                 conn.execute(delete(steps).where(cleared))
             self._dialect.signal(conn, pk)
+            if target.is_terminal and row.parent_pk is not None:
+                events_sql.announce_end(
+                    conn,
+                    self._dialect,
+                    parent_pk=row.parent_pk,
+                    child_id=row.id,
+                    status=target.value,
+                    output=row.output,
+                    error_name=row.error_name,
+                    error_message=row.error_message,
+                    now=now,
+                )
             return rows.to_instance(row)
 
         return await self._db.write(tx)
@@ -232,17 +254,10 @@ class SqlStore(RuntimeQueries, CatalogQueries, KeyQueries):
     async def add_event(
         self, pk: int, type: str, payload: str, now: int, *, wake: Collection[InstanceStatus]
     ) -> Event:
-        event = {"b_pk": pk, "b_type": type, "b_payload": payload, "b_now": now}
-        woken = {"b_pk": pk, "b_now": now}
-        wake_statement = _wake(frozenset(s.value for s in wake))
-
-        def tx(conn: Connection) -> int:
-            seq = _ADD_EVENT.scalar(conn, event)
-            wake_statement.run(conn, woken)
-            self._dialect.signal(conn, pk)
-            return int(seq)
-
-        seq = await self._db.write(tx)
+        statuses = frozenset(s.value for s in wake)
+        seq = await self._db.write(
+            lambda conn: events_sql.add_event(conn, self._dialect, pk, type, payload, now, statuses)
+        )
         return Event(seq=seq, type=type, payload=payload, received_at=now)
 
     async def due_schedules(self, now: int, limit: int) -> list[DueSchedule]:
@@ -302,27 +317,3 @@ _INSERT_ONE = Prepared(
     .values({c: bindparam(c) for c in rows.NEW_INSTANCE_COLUMNS})
     .returning(*instances.c)
 )
-_ADD_EVENT = Prepared(
-    insert(events)
-    .values(
-        instance_pk=bindparam("b_pk"),
-        type=bindparam("b_type"),
-        payload=bindparam("b_payload"),
-        received_at=bindparam("b_now"),
-    )
-    .returning(events.c.seq)
-)
-
-
-@functools.cache
-def _wake(statuses: frozenset[str]) -> Prepared:
-    """Make an instance in one of ``statuses`` ready now, unless it already is."""
-    return Prepared(
-        update(instances)
-        .where(
-            instances.c.pk == bindparam("b_pk"),
-            instances.c.status.in_([literal(s) for s in sorted(statuses)]),
-            or_(instances.c.ready_at.is_(None), instances.c.ready_at > bindparam("b_now")),
-        )
-        .values(ready_at=bindparam("b_now"))
-    )

@@ -106,6 +106,16 @@ instances = Table(
     Column("lease_epoch", Integer, nullable=False, server_default="0"),
     # A terminate with rollback: compensate, then end as terminated (not errored).
     Column("terminating", Boolean, nullable=False, server_default=text("false")),
+    # Graph runs (the workflow-runs API): lineage, tags, limits, deadline, provenance.
+    Column("parent_pk", BigInteger, nullable=True),
+    Column("parent_step", String(255), nullable=True),
+    Column("retry_of", String(100), nullable=True),
+    Column("tags", Text, nullable=True),
+    Column("max_parallel_steps", Integer, nullable=True),
+    Column("expires_at", Millis, nullable=True),
+    Column("created_by", String(255), nullable=True),
+    Column("triggered_by", String(32), nullable=True),
+    Column("depth", Integer, nullable=False, server_default="0"),
     UniqueConstraint("workflow_id", "id"),
     # Claims: ready instances nobody holds, by status, oldest first; and leases that ran out.
     Index(
@@ -130,6 +140,16 @@ instances = Table(
     # Lists: newest first, optionally by status.
     Index("ix_instances_workflow_created", "workflow_id", "created_at", "pk"),
     Index("ix_instances_workflow_status_created", "workflow_id", "status", "created_at", "pk"),
+    # Runs of a project across its workflows, and a run found by id within its project.
+    Index("ix_instances_tenant_created", "tenant", "created_at", "pk"),
+    Index("ix_instances_tenant_status_created", "tenant", "status", "created_at", "pk"),
+    Index("ix_instances_tenant_id", "tenant", "id"),
+    Index(
+        "ix_instances_parent",
+        "parent_pk",
+        postgresql_where=text("parent_pk IS NOT NULL"),
+        sqlite_where=text("parent_pk IS NOT NULL"),
+    ),
     Index(
         "ix_instances_purge_at",
         "purge_at",
@@ -171,6 +191,13 @@ steps = Table(
     Column("error_name", Text, nullable=True),
     Column("error_message", Text, nullable=True),
     Column("event_type", String(255), nullable=True),
+    # wait_for_event steps by key (the workflow-runs API sends to a key, not an instance).
+    Index(
+        "ix_steps_waiting_event",
+        "event_type",
+        postgresql_where=text("state = 'waiting' AND event_type IS NOT NULL"),
+        sqlite_where=text("state = 'waiting' AND event_type IS NOT NULL"),
+    ),
 )
 
 events = Table(
@@ -226,4 +253,17 @@ api_keys = Table(
     Column("last_used_at", Millis, nullable=True),
     Column("revoked_at", Millis, nullable=True),
     Index("ix_api_keys_tenant", "tenant"),
+)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    # A Python function a deployed script registered by name, for graph job steps to run.
+    Column("tenant", String(128), primary_key=True),
+    Column("name", String(255), primary_key=True),
+    Column("script_name", String(255), nullable=False),
+    Column("module", String(255), nullable=False),
+    Column("function", String(255), nullable=False),
+    Column("created_at", Millis, nullable=False),
+    Column("modified_at", Millis, nullable=False),
 )

@@ -20,6 +20,7 @@ from stepstone.domain.status import IN_PROGRESS, ON_CLAIM, RUNNABLE, InstanceSta
 from stepstone.engine.schedules import fire_due
 from stepstone.runtime.clock import Clock, FakeClock, SystemClock
 from stepstone.runtime.executor import InstanceRun
+from stepstone.runtime.graph_services import GraphServices
 from stepstone.runtime.loader import VersionLoader
 from stepstone.runtime.signals import Notifier
 from stepstone.storage.base import Store
@@ -109,6 +110,8 @@ class Worker:
         """Runs a database failure stopped; their leases go back once the database answers."""
         self._purged_at = 0
         self._cron_at = 0
+        self.services = GraphServices(store, self.loader, self.clock)
+        """What graph runs' steps reach outside the run (jobs, child runs)."""
         self._look_at: int | None = None
         """When to look for work next though nothing signals (``None``: now)."""
 
@@ -156,6 +159,7 @@ class Worker:
             with suppress(asyncio.CancelledError):
                 await heartbeat
             await self._hand_back()
+            await self.services.close()
             log.info("worker %s stopped", self.id)
 
     def _signalled(self, pk: int | None) -> None:
@@ -264,6 +268,8 @@ class Worker:
             hold_ms=hold_ms,
             env=self.env,
             mocks=self.mocks,
+            services=self.services,
+            changed=self._signalled,
         )
         task = asyncio.create_task(run.drive(), name=f"instance {claim.instance.id}")
         self._runs[claim.instance.pk] = (run, task)

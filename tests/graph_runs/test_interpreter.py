@@ -1,0 +1,31 @@
+"""Graph definitions run by the durable interpreter: order, data flow, conditions, failures."""
+
+from __future__ import annotations
+
+from stepstone.worker.worker import Worker
+from tests.graph_runs.support import Graphs, job, output
+
+
+async def test_a_diamond_runs_each_step_once_after_its_parents(
+    graphs: Graphs, worker: Worker
+) -> None:
+    workflow = await graphs.create(
+        "diamond",
+        [
+            job("a", payload={"me": "a"}),
+            job("b", depends_on=["a"], payload={"me": "b"}),
+            job("c", depends_on=["a"], payload={"me": "c"}),
+            job("d", depends_on=["b", "c"], payload={"me": "d"}),
+        ],
+    )
+    run = await graphs.trigger(workflow, {"order": 7})
+    await worker.run_until_idle()
+    done = await graphs.run(run.id)
+    assert done.status.value == "complete"
+    result = output(done)
+    assert result["a"] == {"order": 7, "me": "a"}
+    assert result["d"]["parent_outputs"]["b"]["me"] == "b"
+    steps = await graphs.statuses(run.id)
+    assert steps == {"a": "completed", "b": "completed", "c": "completed", "d": "completed"}
+    views = await graphs.steps(run.id)
+    assert (views["d"].deps_completed, views["d"].deps_required) == (2, 2)
