@@ -1,8 +1,8 @@
-"""Jobs the graph-run tests deploy (``@job``): they record what they saw."""
+"""Jobs the graph-run tests deploy (``@job``): they record what they saw, in ``support``
+(this file is imported from its stored archive, apart from the test's own modules)."""
 
 from stepstone import NonRetryableError, job
-
-from tests.graph_runs.support import TIMELINE
+from tests.graph_runs.support import PEAK, SPANS, TIMELINE
 
 
 @job("echo")
@@ -19,3 +19,25 @@ def add(data):
 @job("boom")
 def boom(data):
     raise NonRetryableError("it went boom")
+
+
+@job("slow")
+async def slow(data):
+    """Holds its slot for a few loop turns, noting how many jobs ran at once."""
+    import asyncio
+    import time
+
+    PEAK["now"] += 1
+    PEAK["peak"] = max(PEAK["peak"], PEAK["now"])
+    start = time.monotonic()
+    for _ in range(5):
+        await asyncio.sleep(0.005)
+    PEAK["now"] -= 1
+    SPANS.append((data.get("me", "?"), start, time.monotonic()))
+    return {"me": data.get("me")}
+
+
+@job("undo")
+def undo(data):
+    TIMELINE.append(("undo", data["step_ref"]))
+    return None

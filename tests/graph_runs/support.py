@@ -15,10 +15,20 @@ from stepstone.graph.step_runs import StepRunView
 TENANT = "local"
 TIMELINE: list[tuple[str, str]] = []
 """(event, step ref) in the order jobs saw them; cleared before every test."""
+PEAK = {"now": 0, "peak": 0}
+"""How many ``slow`` jobs ran at once, and the most that did."""
+SPANS: list[tuple[str, float, float]] = []
+"""(ref, start, end) of every ``slow`` job, by the monotonic clock."""
 
 
 def graph(slug: str, steps: Sequence[dict[str, Any]], **fields: Any) -> dict[str, Any]:
-    return {"project_id": TENANT, "name": slug.title(), "slug": slug, "steps": list(steps), **fields}
+    return {
+        "project_id": TENANT,
+        "name": slug.title(),
+        "slug": slug,
+        "steps": list(steps),
+        **fields,
+    }
 
 
 def job(ref: str, job_id: str = "echo", **fields: Any) -> dict[str, Any]:
@@ -31,11 +41,15 @@ class Graphs:
         self.catalog = GraphCatalog(engine)
         self.runs = Runs(engine, self.catalog)
 
-    async def create(self, slug: str, steps: Sequence[dict[str, Any]], **fields: Any) -> GraphWorkflow:
+    async def create(
+        self, slug: str, steps: Sequence[dict[str, Any]], **fields: Any
+    ) -> GraphWorkflow:
         return await self.catalog.create(TENANT, graph(slug, steps, **fields))
 
     async def trigger(self, workflow: GraphWorkflow, payload: Any = None, **body: Any) -> Instance:
-        return await self.catalog.trigger(TENANT, workflow.workflow.id, {"payload": payload, **body})
+        return await self.catalog.trigger(
+            TENANT, workflow.workflow.id, {"payload": payload, **body}
+        )
 
     async def run(self, run_id: str) -> Instance:
         return (await self.runs.get(TENANT, run_id)).instance
@@ -49,5 +63,7 @@ class Graphs:
 
 
 def output(instance: Instance) -> Any:
-    assert instance.output is not None, f"{instance.id} ended {instance.status}: {instance.error_message}"
+    assert instance.output is not None, (
+        f"{instance.id} ended {instance.status}: {instance.error_message}"
+    )
     return json.loads(instance.output)

@@ -1,0 +1,150 @@
+"""What users do to runs: retry, replay a subtree, skip, force-complete, retry a step, bulk."""
+
+from __future__ import annotations
+
+import pytest
+
+from stepstone.api.runs.status import run_filter, run_status
+from stepstone.domain.errors import ConflictError
+from stepstone.runtime.clock import FakeClock
+from stepstone.worker.worker import Worker
+from tests.graph_runs.support import TENANT, TIMELINE, Graphs, job, output
+
+
+async def _chain(graphs: Graphs) -> object:
+    return await graphs.create(
+        "chain",
+        [
+            job("a", payload={"me": "a"}),
+            job("b", "boom", depends_on=["a"]),
+            job("c", depends_on=["b"], payload={"me": "c"}),
+            job("side", depends_on=["a"], payload={"me": "side"}),
+        ],
+    )
+
+
+async def test_retry_makes_a_new_run_that_keeps_what_completed(
+    graphs: Graphs, worker: Worker
+) -> None:
+    workflow = await _chain(graphs)
+    run = await graphs.trigger(workflow, {"k": 1})
+    await worker.run_until_idle()
+    assert (await graphs.run(run.id)).status.value == "errored"
+    before = list(TIMELINE)
+    retried = await graphs.runs.retry(TENANT, run.id)
+    assert retried.retry_of == run.id
+    assert retried.triggered_by == "retry"
+    await worker.run_until_idle()
+    # a and side completed the first time: copied, not run again; b failed again.
+    assert TIMELINE[len(before) :] == []
+    statuses = await graphs.statuses(retried.id)
+    assert statuses["a"] == "completed"
+    assert statuses["b"] == "failed"
+    with pytest.raises(ConflictError):  # only ended runs are retried
+        await graphs.runs.retry(TENANT, (await graphs.trigger(workflow)).id)
+
+
+async def test_replay_subtree_resets_the_step_and_its_descendants(
+    graphs: Graphs, worker: Worker
+) -> None:
+    workflow = await graphs.create(
+        "tree",
+        [
+            job("a", payload={"me": "a"}),
+            job("b", depends_on=["a"], payload={"me": "b"}),
+            job("c", depends_on=["b"], payload={"me": "c"}),
+            job("d", depends_on=["a"], payload={"me": "d"}),
+        ],
+    )
+    run = await graphs.trigger(workflow)
+    await worker.run_until_idle()
+    assert (await graphs.run(run.id)).status.value == "complete"
+    TIMELINE.clear()
+    assert await graphs.runs.replay_subtree(TENANT, run.id, "b") == 2
+    await worker.run_until_idle()
+    assert (await graphs.run(run.id)).status.value == "complete"
+    assert sorted(ref for _, ref in TIMELINE) == ["b", "c"]
+
+
+async def test_skip_and_force_complete_settle_steps_by_hand(graphs: Graphs, worker: Worker) -> None:
+    workflow = await graphs.create(
+        "manual",
+        [
+            {"step_ref": "gate", "step_type": "approval"},
+            {"step_ref": "hear", "step_type": "wait_for_event", "event_key": "never"},
+            job("after", depends_on=["gate", "hear"], payload={"me": "after"}),
+        ],
+    )
+    run = await graphs.trigger(workflow)
+    await worker.run_until_idle(advance=False)
+    await graphs.runs.skip(TENANT, run.id, "gate", "not needed")
+    await graphs.runs.force_complete(TENANT, run.id, "hear", {"forced": True})
+    await worker.run_until_idle(advance=False)
+    done = await graphs.run(run.id)
+    assert done.status.value == "complete", done.error_message
+    assert output(done)["after"]["parent_outputs"] == {"gate": None, "hear": {"forced": True}}
+    views = await graphs.steps(run.id)
+    assert views["gate"].status.value == "skipped"
+    assert views["gate"].error == "not needed"
+    # The event wait was closed: nothing waits for the key any more.
+    assert await graphs.runs.waiting(TENANT, "never") == []
+    with pytest.raises(ConflictError):
+        await graphs.runs.skip(TENANT, run.id, "after", None)
+
+
+async def test_retry_step_reruns_one_settled_step(graphs: Graphs, worker: Worker) -> None:
+    workflow = await graphs.create("once", [job("a", payload={"me": "a"})])
+    run = await graphs.trigger(workflow)
+    await worker.run_until_idle()
+    TIMELINE.clear()
+    view = await graphs.runs.retry_step(TENANT, run.id, "a")
+    assert view.status.value == "pending"
+    assert run_status(await graphs.run(run.id)).value == "pending"  # reopened
+    await worker.run_until_idle()
+    assert TIMELINE == [("run", "a")]
+    assert (await graphs.run(run.id)).status.value == "complete"
+
+
+async def test_a_run_past_its_timeout_is_timed_out(
+    graphs: Graphs, worker: Worker, clock: FakeClock
+) -> None:
+    workflow = await graphs.create(
+        "slowpoke", [{"step_ref": "gate", "step_type": "approval"}], timeout_secs=60
+    )
+    run = await graphs.trigger(workflow)
+    await worker.run_until_idle()  # the clock jumps to the deadline
+    ended = await graphs.run(run.id)
+    assert run_status(ended).value == "timed_out"
+    page = await graphs.runs.list_runs(TENANT, run_filter("timed_out"))
+    assert [i.id for i in page.items] == [run.id]
+    assert (await graphs.runs.list_runs(TENANT, run_filter("failed"))).items == []
+
+
+async def test_step_overrides_disable_steps_and_idempotency_keys_dedupe(
+    graphs: Graphs, worker: Worker
+) -> None:
+    workflow = await graphs.create(
+        "opts", [job("a", payload={"me": "a"}), job("b", payload={"me": "b"})]
+    )
+    run = await graphs.trigger(
+        workflow, None, step_overrides={"b": {"enabled": False}}, idempotency_key="k1"
+    )
+    again = await graphs.trigger(workflow, None, idempotency_key="k1")
+    assert again.id == run.id
+    await worker.run_until_idle()
+    assert await graphs.statuses(run.id) == {"a": "completed", "b": "skipped"}
+    assert TIMELINE == [("run", "a")]
+
+
+async def test_bulk_cancel_and_replay_a_hundred_runs(graphs: Graphs, worker: Worker) -> None:
+    workflow = await graphs.create("many", [{"step_ref": "gate", "step_type": "approval"}])
+    runs = [await graphs.trigger(workflow) for _ in range(100)]
+    await worker.run_until_idle(advance=False)
+    ids = [r.id for r in runs]
+    assert await graphs.runs.bulk_cancel(TENANT, [*ids, "no-such-run"]) == (100, 1)
+    statuses = {run_status(await graphs.run(i)).value for i in ids}
+    assert statuses == {"canceled"}
+    assert await graphs.runs.bulk_replay(TENANT, ids[:50]) == (50, 0)
+    page = await graphs.runs.list_runs(TENANT, run_filter("pending", limit=1000))
+    assert len(page.items) == 50
+    assert {i.retry_of for i in page.items} == set(ids[:50])
