@@ -116,11 +116,9 @@ class Runs:
         step = self._graph_step(run, ref)
         if step.step_type is not GraphStepType.APPROVAL:
             raise ConflictError(f"step {ref!r} is a {step.step_type.value} step, not an approval")
-        if (
-            step.approval_approvers
-            and approver is not None
-            and approver not in step.approval_approvers
-        ):
+        # A named approver must be one of the step's; a key with the scope may approve as
+        # itself.
+        if step.approval_approvers and approver and approver not in step.approval_approvers:
             raise PermissionDeniedError(f"{approver!r} is not one of step {ref!r}'s approvers")
         records = await self.store.load_steps(run.instance.pk)
         status = self._status(run, records, ref)

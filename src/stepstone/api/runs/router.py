@@ -290,7 +290,7 @@ async def approve_step(c: Executor, run_id: RunId, step_ref: StepRef, body: Body
     approver = body.get("approver")
     if approver is not None and not isinstance(approver, str):
         raise ValidationError("approver must be a string")
-    await _runs(c).approve(c.tenant, run_id, step_ref, approver or c.who)
+    await _runs(c).approve(c.tenant, run_id, step_ref, approver or None)
     return Response(status_code=200)
 
 
