@@ -153,3 +153,29 @@ async def test_compensate_undoes_completed_steps_newest_first(
     assert failed.status.value == "errored"
     assert failed.rollback_outcome == "complete"
     assert [e for e in TIMELINE if e[0] == "undo"] == [("undo", "charge"), ("undo", "reserve")]
+
+
+async def test_compensate_undoes_steps_completed_before_a_replay(
+    graphs: Graphs, worker: Worker
+) -> None:
+    """The run leaves memory during the sleep and replays after it: the step that completed
+    before must still be undone when a later one fails."""
+    workflow = await graphs.create(
+        "saga-nap",
+        [
+            job("reserve", payload={"me": "reserve"}, compensation_job_id="undo"),
+            {
+                "step_ref": "nap",
+                "step_type": "sleep",
+                "sleep_duration_secs": 60,
+                "depends_on": ["reserve"],
+            },
+            job("ship", "boom", depends_on=["nap"], on_failure="compensate"),
+        ],
+    )
+    run = await graphs.trigger(workflow)
+    await worker.run_until_idle()
+    failed = await graphs.run(run.id)
+    assert failed.status.value == "errored"
+    assert [e for e in TIMELINE if e[0] == "undo"] == [("undo", "reserve")]
+    assert TIMELINE.count(("run", "reserve")) == 1

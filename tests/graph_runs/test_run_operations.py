@@ -148,3 +148,26 @@ async def test_bulk_cancel_and_replay_a_hundred_runs(graphs: Graphs, worker: Wor
     page = await graphs.runs.list_runs(TENANT, run_filter("pending", limit=1000))
     assert len(page.items) == 50
     assert {i.retry_of for i in page.items} == set(ids[:50])
+
+
+async def test_canceling_a_run_cancels_the_child_runs_it_started(
+    graphs: Graphs, worker: Worker
+) -> None:
+    child = await graphs.create("waits", [{"step_ref": "gate", "step_type": "approval"}])
+    parent = await graphs.create(
+        "starts",
+        [{"step_ref": "sub", "step_type": "sub_workflow", "sub_workflow_id": child.workflow.id}],
+    )
+    run = await graphs.trigger(parent)
+    await worker.run_until_idle(advance=False)
+    page = await graphs.runs.list_runs(TENANT, run_filter(None, workflow_id=child.workflow.id))
+    [child_run] = page.items
+    assert child_run.parent_pk == run.pk
+    await graphs.runs.cancel(TENANT, run.id)
+    assert run_status(await graphs.run(run.id)).value == "canceled"
+    assert run_status(await graphs.run(child_run.id)).value == "canceled"
+    done = await graphs.create("quick", [job("a")])
+    quick = await graphs.trigger(done)
+    await worker.run_until_idle()
+    with pytest.raises(ConflictError):  # a completed run cannot be canceled
+        await graphs.runs.cancel(TENANT, quick.id)

@@ -8,6 +8,7 @@ Step edits change step records and then have a worker replay the run from them (
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -27,7 +28,7 @@ from stepstone.engine.engine import Engine
 from stepstone.engine.graph_catalog import GraphCatalog
 from stepstone.graph import GraphDefinition, StepRunStatus
 from stepstone.graph import StepType as GraphStepType
-from stepstone.graph.step_runs import StepRunView, owner_ref, records_of, step_runs
+from stepstone.graph.step_runs import SEPARATOR, StepRunView, owner_ref, records_of, step_runs
 from stepstone.runtime.graph_run import approval_event_type, key_event_type, sub_name
 from stepstone.storage.base import NewInstance, Page, RunFilter, WaitingStep
 
@@ -85,10 +86,20 @@ class Runs:
 
     # ---------------------------------------------------------------- status
     async def cancel(self, tenant: str, run_id: str) -> Instance:
+        """Cancel the run and, before it, the child runs its steps started."""
         run = await self.get(tenant, run_id)
         if run.instance.status is S.TERMINATED:
             return run.instance  # canceled already (a client's retry, say)
-        return await self._change(run, Action.TERMINATE)
+        if run.instance.status.is_terminal:
+            raise ConflictError(
+                f"cannot cancel workflow run {run_id!r}: it is {run.instance.status.value}"
+            )
+        canceled = await self._change(run, Action.TERMINATE)
+        for child in await self.store.children_of(run.instance.pk):
+            if not child.status.is_terminal:
+                with contextlib.suppress(ConflictError):  # it ended meanwhile
+                    await self.cancel(tenant, child.id)
+        return canceled
 
     async def pause(self, tenant: str, run_id: str) -> Instance:
         return await self._change(await self.get(tenant, run_id), Action.PAUSE)
@@ -291,7 +302,7 @@ class Runs:
         return [
             r
             for r in records
-            if not r.name.startswith("#")
+            if not r.name.startswith(SEPARATOR)
             and owner_ref(r.name) not in reset
             and r.state in (StepState.COMPLETE, StepState.SKIPPED)
             and r.type is not StepType.ROLLBACK

@@ -226,10 +226,10 @@ def _read_step(raw: Any, index: int) -> tuple[GraphStep, Any]:
     if not isinstance(raw, Mapping):
         raise WorkflowDefinitionError(f"steps[{index}] must be an object with a step_ref")
     ref = StepFields(raw, f"steps[{index}]").need_text("step_ref", "on every step")
-    if len(ref) > MAX_STEP_REF or "/" in ref or not ref.isprintable():
+    if len(ref) > MAX_STEP_REF or "/" in ref or "#" in ref or not ref.isprintable():
         raise WorkflowDefinitionError(
             f"steps[{index}]: step_ref {ref[:80]!r} must be 1 to {MAX_STEP_REF} printable "
-            "characters without '/' (it appears in URL paths)"
+            "characters without '/' (it appears in URL paths) or '#'"
         )
     f = StepFields(raw, f"step {ref!r}")
     f.refuse_unknown({spec.name for spec in fields(GraphStep)} | set(_ALIASES), _READ_ONLY, _HINTS)

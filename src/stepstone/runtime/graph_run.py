@@ -33,6 +33,7 @@ from stepstone.graph import (
     should_run,
     step_input,
 )
+from stepstone.graph.step_runs import SEPARATOR
 from stepstone.graph.vocabulary import MAX_NESTING_DEPTH, MAX_SECONDS
 from stepstone.runtime.graph_services import GraphServices
 from stepstone.runtime.step import DurableStep
@@ -51,9 +52,13 @@ DEFAULT_RETRIES = RetryPolicy(limit=2, delay_ms=1_000, backoff=Backoff.EXPONENTI
 """A job step without retry fields gets three attempts, a second apart and then two."""
 
 
+DEADLINE = f"{SEPARATOR}deadline"
+"""The run's own record (no step ref holds the separator)."""
+
+
 def sub_name(ref: str, part: str) -> str:
     """The record of what step ``ref`` waits for (``approval``, ``sleep``, ``event``...)."""
-    return f"{ref}#{part}"
+    return f"{ref}{SEPARATOR}{part}"
 
 
 def approval_event_type(ref: str) -> str:
@@ -157,7 +162,7 @@ class _Interpretation:
         }
 
     async def _deadline(self, expires_at: int) -> None:
-        await self.step.sleep_until(sub_name("run", "deadline"), expires_at)
+        await self.step.sleep_until(DEADLINE, expires_at)
         self.step.compensations.clear()
         raise WorkflowTimedOut("the run passed its deadline (the workflow's timeout_secs)")
 
@@ -173,7 +178,7 @@ class _Interpretation:
         ref = s.step_ref
         recorded = self.step.recorded(ref)
         if recorded is not None and recorded.state is not StepState.RUNNING:
-            return self._recorded(s, recorded)
+            return await self._recorded(s, recorded)
         if ref in self.blocked:
             await self.step.skip(ref, self.blocked[ref])
             return _Outcome(StepRunStatus.SKIPPED)
@@ -186,11 +191,16 @@ class _Interpretation:
             return self._failed(s, getattr(exc, "error_name", type(exc).__name__), _text(exc))
         return _Outcome(StepRunStatus.COMPLETED, output)
 
-    def _recorded(self, s: GraphStep, record: StepRecord) -> _Outcome:
+    async def _recorded(self, s: GraphStep, record: StepRecord) -> _Outcome:
         if record.state is StepState.SKIPPED:
             return _Outcome(StepRunStatus.SKIPPED)
         if record.state is StepState.ERRORED:
             return self._failed(s, record.error_name or "Error", record.error_message or "")
+        if s.step_type is StepType.JOB and s.compensation_job_id:
+            # Through the step, which returns its result and registers its compensation again
+            # (a later failure that compensates must undo it too).
+            data = step_input(s, self.payload, self._outputs())
+            return _Outcome(StepRunStatus.COMPLETED, await self._job(s, data))
         return _Outcome(StepRunStatus.COMPLETED, jsonvalue.decode(record.output))
 
     def _failed(self, s: GraphStep, error_name: str, message: str) -> _Outcome:

@@ -250,6 +250,7 @@ class Store(Protocol):
         ...
 
     async def waiting_for(self, tenant: str, event_type: str) -> list[WaitingStep]: ...
+    async def children_of(self, pk: int) -> list[Instance]: ...
 
     # instances, as workers drive them
     async def claim(
@@ -262,11 +263,13 @@ class Store(Protocol):
         *,
         start: Mapping[InstanceStatus, InstanceStatus] | None = None,
         first: Collection[InstanceStatus] = (),
+        lapsed: bool = True,
     ) -> list[Claim]:
         """Take up to ``limit`` ready instances in ``runnable`` statuses under a lease. ``start``
         maps statuses to the ones claimed instances move to at once (setting ``started_at``
         if unset): the runtime's first move, in the claim's own transaction. Instances whose
-        lease ran out come first, then those in ``first`` statuses, then the others."""
+        lease ran out come first (only with ``lapsed``), then those in ``first`` statuses,
+        then the others."""
         ...
 
     async def renew(

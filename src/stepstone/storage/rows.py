@@ -61,6 +61,18 @@ NEW_INSTANCE_COLUMNS = (
 """The columns ``new_instance_row`` fills."""
 
 
+NO_OUTCOME: dict[str, Any] = {
+    "ended_at": None,
+    "output": None,
+    "error_name": None,
+    "error_message": None,
+    "rollback_outcome": None,
+    "rollback_error_name": None,
+    "rollback_error_message": None,
+}
+"""How an instance that runs again (restarted, reopened by a step edit) forgets how it ended."""
+
+
 def new_instance_row(n: NewInstance, now: int) -> dict[str, Any]:
     return {
         "id": n.id,

@@ -93,16 +93,7 @@ class RunQueries:
             "lease_epoch": instances.c.lease_epoch + 1,
         }
         if expected.is_terminal and not target.is_terminal:
-            values.update(
-                ended_at=None,
-                output=None,
-                error_name=None,
-                error_message=None,
-                rollback_outcome=None,
-                rollback_error_name=None,
-                rollback_error_message=None,
-                purge_at=None,
-            )
+            values.update(rows.NO_OUTCOME, purge_at=None)
         names = sorted({*remove, *(r.name for r in put)})
         put_values = [{"instance_pk": pk, **rows.step_values(r)} for r in put]
 
@@ -131,6 +122,11 @@ class RunQueries:
 
         return await self._db.write(tx)
 
+    async def children_of(self, pk: int) -> list[Instance]:
+        """The child runs instance ``pk``'s steps started."""
+        found = await self._db.read(lambda conn: _CHILDREN.all(conn, {"pk": pk}))
+        return [rows.to_instance(r) for r in found]
+
     async def waiting_for(self, tenant: str, event_type: str) -> list[WaitingStep]:
         """The tenant's instances with a step waiting for events of ``event_type``."""
         params = {"tenant": tenant, "type": event_type}
@@ -143,6 +139,9 @@ _BY_TENANT_ID = Prepared(
     .where(instances.c.tenant == bindparam("tenant"), instances.c.id == bindparam("id"))
     .order_by(instances.c.created_at.desc())
     .limit(1)
+)
+_CHILDREN = Prepared(
+    select(instances).where(instances.c.parent_pk == bindparam("pk")).order_by(instances.c.pk)
 )
 _WAITING = Prepared(
     select(instances.c.pk, instances.c.id, steps.c.name, steps.c.started_at)

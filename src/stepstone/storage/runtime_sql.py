@@ -98,15 +98,17 @@ class RuntimeQueries:
         *,
         start: Mapping[InstanceStatus, InstanceStatus] | None = None,
         first: Collection[InstanceStatus] = (),
+        lapsed: bool = True,
     ) -> list[Claim]:
         """Take up to ``limit`` ready instances; ``start`` moves each claimed instance from
         its status to another in the same transaction (the runtime's first move, with
         ``started_at`` set if it was not), saving a commit per instance. Instances whose
-        lease ran out come first, then those in ``first`` statuses, then the rest, each
+        lease ran out come first (with ``lapsed``: finding them walks every lease, so a worker
+        looks once a poll interval), then those in ``first`` statuses, then the rest, each
         group oldest first."""
         values = frozenset(s.value for s in runnable)
         early = sorted(values & {s.value for s in first})
-        lapsed = self._candidates(values, expired=True)
+        expired = self._candidates(values, expired=True) if lapsed else None
         groups = [
             self._ready_queries(frozenset(early)),
             self._ready_queries(values - set(early)),
@@ -115,7 +117,7 @@ class RuntimeQueries:
 
         def tx(conn: Connection) -> list[tuple[Any, tuple[StepRecord, ...]]]:
             params = {"now": now, "limit": limit}
-            found = lapsed.all(conn, params)
+            found = expired.all(conn, params) if expired is not None else []
             for group in groups:
                 if len(found) >= limit:
                     break
@@ -328,7 +330,7 @@ def _statuses(values: Collection[str]) -> list[Any]:
 def _candidates(statuses: frozenset[str], *, expired: bool) -> Select[Any]:
     """Ready instances in ``statuses`` that nobody holds, oldest first; or, with ``expired``,
     those whose holder's lease ran out. Each walks an index of exactly what it may take
-    (``ix_instances_free_ready``, by status; ``ix_instances_lease_expiry``)."""
+    (``ix_instances_free_ready``, by status; ``ix_instances_owner``)."""
     running = instances.alias("running")
     busy = (
         select(func.count())

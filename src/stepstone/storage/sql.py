@@ -202,16 +202,7 @@ class SqlStore(RuntimeQueries, RunQueries, CatalogQueries, KeyQueries):
         if target.is_terminal:
             values["ended_at"] = now
         if clear_from_seq is not None:
-            values.update(
-                started_at=None,
-                ended_at=None,
-                output=None,
-                error_name=None,
-                error_message=None,
-                rollback_outcome=None,
-                rollback_error_name=None,
-                rollback_error_message=None,
-            )
+            values.update(rows.NO_OUTCOME, started_at=None)
 
         def tx(conn: Connection) -> Instance | None:
             row = conn.execute(

@@ -117,19 +117,13 @@ instances = Table(
     Column("triggered_by", String(32), nullable=True),
     Column("depth", Integer, nullable=False, server_default="0"),
     UniqueConstraint("workflow_id", "id"),
-    # Claims: ready instances nobody holds, by status, oldest first; and leases that ran out.
+    # Claims: ready instances nobody holds, by status, oldest first.
     Index(
         "ix_instances_free_ready",
         "status",
         "ready_at",
         postgresql_where=text("lease_owner IS NULL AND ready_at IS NOT NULL"),
         sqlite_where=text("lease_owner IS NULL AND ready_at IS NOT NULL"),
-    ),
-    Index(
-        "ix_instances_lease_expiry",
-        "lease_expires_at",
-        postgresql_where=text("lease_owner IS NOT NULL"),
-        sqlite_where=text("lease_owner IS NOT NULL"),
     ),
     Index(
         "ix_instances_owner",

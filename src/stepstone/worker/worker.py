@@ -112,6 +112,7 @@ class Worker:
         self._cron_at = 0
         self.services = GraphServices(store, self.loader, self.clock)
         """What graph runs' steps reach outside the run (jobs, child runs)."""
+        self._lapsed_at = -(10**15)
         self._look_at: int | None = None
         """When to look for work next though nothing signals (``None``: now)."""
 
@@ -243,14 +244,20 @@ class Worker:
         claimed = 0
         while (room := self.settings.max_concurrency - self.running) > 0:
             batch = min(room, self.settings.claim_batch)
+            now = self.clock.now_ms()
+            # Leases of dead workers run out in lease_ms; a look once a poll interval is enough.
+            lapsed = now - self._lapsed_at >= self.settings.poll_ms
+            if lapsed:
+                self._lapsed_at = now
             claims = await self.store.claim(
                 self.id,
-                self.clock.now_ms(),
+                now,
                 self.settings.lease_ms,
                 batch,
                 RUNNABLE,
                 start=ON_CLAIM,
                 first=IN_PROGRESS,
+                lapsed=lapsed,
             )
             for claim in claims:
                 self._start(claim, self.settings.hold_ms)

@@ -12,6 +12,7 @@ from stepstone.api.cloudflare import shapes
 from stepstone.api.cloudflare.auth import Caller, caller
 from stepstone.api.cloudflare.bodies import InstanceCreate, StatusChange, WorkflowPut
 from stepstone.api.cloudflare.envelope import PREFIX, ok
+from stepstone.api.times import iso
 from stepstone.domain.errors import NotFoundError, ValidationError
 from stepstone.domain.records import StepType
 from stepstone.domain.scopes import Scope
@@ -117,8 +118,8 @@ async def upload_script(
         {
             "id": script.name,
             "etag": script.source_hash,
-            "created_on": shapes.iso(script.created_at),
-            "modified_on": shapes.iso(script.modified_at),
+            "created_on": iso(script.created_at),
+            "modified_on": iso(script.modified_at),
         }
     )
 
@@ -370,7 +371,7 @@ async def change_status(
         rollback=body.rollback,
         tenant=who.tenant,
     )
-    return ok({"status": changed.status.value, "timestamp": shapes.iso(changed.modified_at)})
+    return ok({"status": changed.status.value, "timestamp": iso(changed.modified_at)})
 
 
 @router.post(
@@ -387,7 +388,7 @@ async def send_event(
 ) -> dict[str, Any]:
     await who.engine.send_event(workflow_name, instance_id, event_type, body, tenant=who.tenant)
     # The seed shows {}; the SDK parses {instanceId, timestamp}: answering both fits either.
-    return ok({"instanceId": instance_id, "timestamp": shapes.iso(who.engine.clock.now_ms())})
+    return ok({"instanceId": instance_id, "timestamp": iso(who.engine.clock.now_ms())})
 
 
 def install(app: FastAPI) -> None:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
+from stepstone.api.times import iso
 from stepstone.domain import jsonvalue
 from stepstone.domain.records import Instance, StepRecord, StepState, StepType, Version, Workflow
 from stepstone.domain.status import InstanceStatus
@@ -13,16 +13,6 @@ from stepstone.engine.schedules import next_fire
 
 REDACTED = "[REDACTED]"
 _COUNTED = [s.value for s in InstanceStatus]
-
-
-def iso(ms: int | None) -> str | None:
-    if ms is None:
-        return None
-    return (
-        datetime.fromtimestamp(ms / 1000, tz=UTC)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z")
-    )
 
 
 def _workflow_fields(w: Workflow) -> dict[str, Any]:

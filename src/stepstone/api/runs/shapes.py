@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from typing import Any
 
 from stepstone.api.runs.status import run_status
+from stepstone.api.times import iso
 from stepstone.domain.records import Instance, TriggerSource, Version
 from stepstone.engine.graph_catalog import GraphWorkflow
 from stepstone.engine.runs import Run
@@ -15,16 +15,6 @@ from stepstone.graph.step_runs import StepRunView, step_run_id, workflow_step_id
 from stepstone.storage.base import WaitingStep
 
 _TRIGGERED_BY = {TriggerSource.CRON: "cron", TriggerSource.BINDING: "workflow"}
-
-
-def iso(ms: int | None) -> str | None:
-    if ms is None:
-        return None
-    return (
-        datetime.fromtimestamp(ms / 1000, tz=UTC)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z")
-    )
 
 
 def workflow_run(run: Run, parent_id: str | None = None) -> dict[str, Any]:
