@@ -16,9 +16,10 @@ async def _chain(graphs: Graphs) -> object:
         "chain",
         [
             job("a", payload={"me": "a"}),
-            job("b", "boom", depends_on=["a"]),
-            job("c", depends_on=["b"], payload={"me": "c"}),
             job("side", depends_on=["a"], payload={"me": "side"}),
+            # After side: a failing b ends the run, cancelling whatever still runs.
+            job("b", "boom", depends_on=["a", "side"]),
+            job("c", depends_on=["b"], payload={"me": "c"}),
         ],
     )
 
@@ -38,7 +39,7 @@ async def test_retry_makes_a_new_run_that_keeps_what_completed(
     # a and side completed the first time: copied, not run again; b failed again.
     assert TIMELINE[len(before) :] == []
     statuses = await graphs.statuses(retried.id)
-    assert statuses["a"] == "completed"
+    assert statuses["a"] == statuses["side"] == "completed"
     assert statuses["b"] == "failed"
     with pytest.raises(ConflictError):  # only ended runs are retried
         await graphs.runs.retry(TENANT, (await graphs.trigger(workflow)).id)

@@ -151,6 +151,25 @@ async def test_instances_in_progress_are_claimed_before_queued_ones(
     assert oldest.instance.id == "newcomer"
 
 
+async def test_a_timer_about_to_fire_is_claimed_ahead_but_new_work_is_not(
+    engine: Engine, store: SqlStore, clock: FakeClock
+) -> None:
+    """``ahead_ms`` lets a worker take a waiting instance just before its timer fires (it
+    replays meanwhile); a queued instance with a later start is never taken early."""
+    claim = await _claimed(engine, store, clock)
+    await engine.create_instance("idle", instance_id="later")
+    [later] = await store.claim("w1", clock.now_ms(), 30_000, 10, RUNNABLE)
+    now = clock.now_ms()
+    for taken, target in ((claim, S.WAITING), (later, S.QUEUED)):
+        assert await store.move(
+            taken, expected={S.QUEUED}, target=target, now=now, ready_at=now + 40, release=True
+        )
+    assert await store.claim("w2", now, 30_000, 10, RUNNABLE, first=IN_PROGRESS) == []
+    [early] = await store.claim("w2", now, 30_000, 10, RUNNABLE, first=IN_PROGRESS, ahead_ms=50)
+    assert early.instance.id == "i-1"
+    assert await store.claim("w2", now, 30_000, 10, RUNNABLE, first=IN_PROGRESS, ahead_ms=50) == []
+
+
 async def test_a_claim_reads_the_steps_and_starts_what_it_takes(
     engine: Engine, store: SqlStore, clock: FakeClock
 ) -> None:

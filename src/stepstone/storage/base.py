@@ -264,12 +264,13 @@ class Store(Protocol):
         start: Mapping[InstanceStatus, InstanceStatus] | None = None,
         first: Collection[InstanceStatus] = (),
         lapsed: bool = True,
+        ahead_ms: int = 0,
     ) -> list[Claim]:
         """Take up to ``limit`` ready instances in ``runnable`` statuses under a lease. ``start``
         maps statuses to the ones claimed instances move to at once (setting ``started_at``
         if unset): the runtime's first move, in the claim's own transaction. Instances whose
-        lease ran out come first (only with ``lapsed``), then those in ``first`` statuses,
-        then the others."""
+        lease ran out come first (only with ``lapsed``), then those in ``first`` statuses
+        (ready now, or within ``ahead_ms``), then the others."""
         ...
 
     async def renew(

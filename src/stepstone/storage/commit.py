@@ -33,6 +33,8 @@ for it). If it raises instead, its items are tried again one at a time."""
 
 RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
 """Serialization failure, deadlock: PostgreSQL rolled the transaction back; make it again."""
+SHUTDOWN_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
+"""Admin shutdown, crash shutdown, cannot connect now: the connection is gone."""
 MAX_RETRIES = 5
 
 
@@ -120,6 +122,13 @@ def _sqlstate(exc: DBAPIError) -> str | None:
     return getattr(exc.orig, "sqlstate", None)
 
 
+def connection_lost(exc: DBAPIError) -> bool:
+    """Whether the error means the connection is gone: SQLAlchemy saw a disconnect, or the
+    server said so (SQLSTATE class 08, or 57P01-57P03: the server shutting down or starting)."""
+    state = _sqlstate(exc) or ""
+    return bool(exc.connection_invalidated) or state[:2] == "08" or state in SHUTDOWN_SQLSTATES
+
+
 def _belongs_to_transaction(exc: BaseException, *, wait: bool) -> bool:
     """Whether an operation's error is the transaction's (a lock, a deadlock, a lost
     connection) rather than the operation's own."""
@@ -128,7 +137,7 @@ def _belongs_to_transaction(exc: BaseException, *, wait: bool) -> bool:
     return (
         (not wait and _is_busy(exc))
         or _sqlstate(exc) in RETRYABLE_SQLSTATES
-        or bool(exc.connection_invalidated)
+        or connection_lost(exc)
         or isinstance(exc, InterfaceError)
     )
 

@@ -99,13 +99,15 @@ class RuntimeQueries:
         start: Mapping[InstanceStatus, InstanceStatus] | None = None,
         first: Collection[InstanceStatus] = (),
         lapsed: bool = True,
+        ahead_ms: int = 0,
     ) -> list[Claim]:
         """Take up to ``limit`` ready instances; ``start`` moves each claimed instance from
         its status to another in the same transaction (the runtime's first move, with
         ``started_at`` set if it was not), saving a commit per instance. Instances whose
         lease ran out come first (with ``lapsed``: finding them walks every lease, so a worker
-        looks once a poll interval), then those in ``first`` statuses, then the rest, each
-        group oldest first."""
+        looks once a poll interval), then those in ``first`` statuses (ready now or within
+        ``ahead_ms``: the runtime holds them until their timer), then the rest, each group
+        oldest first."""
         values = frozenset(s.value for s in runnable)
         early = sorted(values & {s.value for s in first})
         expired = self._candidates(values, expired=True) if lapsed else None
@@ -116,12 +118,13 @@ class RuntimeQueries:
         moves = tuple(sorted((a.value, b.value) for a, b in (start or {}).items()))
 
         def tx(conn: Connection) -> list[tuple[Any, tuple[StepRecord, ...]]]:
-            params = {"now": now, "limit": limit}
+            params = {"now": now, "ready_by": now, "limit": limit}
             found = expired.all(conn, params) if expired is not None else []
-            for group in groups:
+            for group, ready_by in zip(groups, (now + ahead_ms, now), strict=True):
                 if len(found) >= limit:
                     break
                 params["limit"] = limit - len(found)
+                params["ready_by"] = ready_by
                 ready = [row for query in group for row in query.all(conn, params)]
                 ready.sort(key=lambda row: row.ready_at)
                 found += ready[: params["limit"]]
@@ -367,7 +370,7 @@ def _candidates(statuses: frozenset[str], *, expired: bool) -> Select[Any]:
         .join(workflows, workflows.c.id == instances.c.workflow_id)
         .where(
             *held,
-            instances.c.ready_at <= bindparam("now"),
+            instances.c.ready_at <= bindparam("ready_by"),
             # A workflow at its concurrency limit waits; others are not held up by it.
             or_(workflows.c.concurrency_limit.is_(None), workflows.c.concurrency_limit > busy),
         )
