@@ -1,12 +1,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from stepstone.engine import Engine
-from tests.graph_runs.support import TIMELINE, Graphs
+from tests.graph_runs.support import JOBS, TIMELINE, Graphs
 
 
 @pytest.fixture(autouse=True)
@@ -18,5 +17,5 @@ def _clear_timeline() -> Iterator[None]:
 
 @pytest.fixture
 async def graphs(engine: Engine) -> Graphs:
-    await engine.deploy_path(Path(__file__).parent / "jobs.py")
+    await engine.deploy_path(JOBS)
     return Graphs(engine)

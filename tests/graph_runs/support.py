@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from stepstone.domain.records import Instance
@@ -13,6 +14,8 @@ from stepstone.engine.runs import Runs
 from stepstone.graph.step_runs import StepRunView
 
 TENANT = "local"
+JOBS = Path(__file__).parent / "jobs.py"
+"""The script the graph-run tests deploy: their ``@job`` functions."""
 TIMELINE: list[tuple[str, str]] = []
 """(event, step ref) in the order jobs saw them; cleared before every test."""
 PEAK = {"now": 0, "peak": 0}

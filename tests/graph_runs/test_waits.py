@@ -5,10 +5,13 @@ from __future__ import annotations
 import pytest
 
 from stepstone.domain.errors import ConflictError, NotFoundError, PermissionDeniedError
+from stepstone.engine import Engine
 from stepstone.runtime.clock import FakeClock
 from stepstone.storage.base import RunFilter
+from stepstone.storage.sql import SqlStore
 from stepstone.worker.worker import Worker
-from tests.graph_runs.support import TENANT, Graphs, job, output
+from tests.graph_runs.support import JOBS, TENANT, Graphs, job, output
+from tests.runtime.support import eventually, looping_worker
 
 
 async def test_an_approval_waits_until_approved(graphs: Graphs, worker: Worker) -> None:
@@ -119,6 +122,27 @@ async def test_a_sub_workflow_returns_its_childs_output(graphs: Graphs, worker: 
     assert child_run.parent_pk == done.pk
     assert child_run.parent_step == "sub"
     assert child_run.depth == 1
+
+
+async def test_a_child_run_starts_at_once_under_a_worker_that_polls_once_a_minute(
+    store: SqlStore,
+) -> None:
+    engine = Engine(store)  # on the real clock, as the worker's loop is
+    await engine.deploy_path(JOBS)
+    graphs = Graphs(engine)
+    child = await graphs.create("child", [job("one", payload={"me": "child"})])
+    parent = await graphs.create(
+        "parent",
+        [{"step_ref": "sub", "step_type": "sub_workflow", "sub_workflow_id": child.workflow.id}],
+    )
+    async with looping_worker(store, engine, poll_ms=60_000):
+        run = await graphs.trigger(parent)
+
+        async def finished() -> bool:
+            return (await graphs.run(run.id)).status.value == "complete"
+
+        await eventually(finished, what="the parent run to finish")
+    assert output(await graphs.run(run.id))["sub"] == {"one": {"me": "child"}}
 
 
 async def test_nesting_deeper_than_allowed_fails_the_step(graphs: Graphs, worker: Worker) -> None:

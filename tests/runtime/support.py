@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 from stepstone.domain.records import Instance, StepRecord
 from stepstone.domain.status import InstanceStatus
 from stepstone.engine import Engine
+from stepstone.storage.base import Store
+from stepstone.worker.worker import Worker, WorkerSettings
 
 CALLS: Counter[str] = Counter()
 """How often each step function ran; cleared before every test (tests/runtime/conftest.py).
@@ -61,3 +64,27 @@ async def eventually(
 async def within(awaitable: Awaitable[Any], timeout: float = 5.0) -> Any:
     """Await with a deadline, so a broken runtime fails the test instead of hanging it."""
     return await asyncio.wait_for(awaitable, timeout)
+
+
+@asynccontextmanager
+async def looping_worker(store: Store, engine: Engine, **settings: int) -> AsyncIterator[Worker]:
+    """A worker running its loop on the real clock beside ``engine``, from after its first
+    look at the database (so that it takes new instances eagerly) until the block ends."""
+    worker = Worker(
+        store,
+        loader=engine.loader,
+        notifier=engine.notifier,
+        settings=WorkerSettings(**settings),
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop), name="worker loop")
+
+    async def looked() -> bool:
+        return worker.room() > 0
+
+    try:
+        await eventually(looked, what="the worker's first look")
+        yield worker
+    finally:
+        stop.set()
+        await within(task)

@@ -157,10 +157,10 @@ class WatchedNotifier(Notifier):
         self.taken = False
         self.handled = asyncio.Event()
 
-    def take(self) -> set[int]:
-        changed = super().take()
+    def take(self) -> tuple[set[int], bool]:
+        changed, work = super().take()
         self.taken = self.taken or self.pk in changed
-        return changed
+        return changed, work
 
     async def wait(self) -> None:
         if self.taken:

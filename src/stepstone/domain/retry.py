@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -61,12 +62,24 @@ class StepConfig:
         return data
 
 
+DEFAULT_CONFIG = StepConfig()
+
+
+@functools.lru_cache(maxsize=256)
+def shared_json(config: StepConfig) -> dict[str, Any]:
+    """``config.to_json()``, made once per distinct config (steps repeat theirs on every
+    call). The dict is shared: nothing may change it (step records only read it)."""
+    return config.to_json()
+
+
 def parse_step_config(
     retries: Mapping[str, Any] | None = None,
     timeout: Duration | None = None,
     sensitive: str | bool | None = None,
 ) -> StepConfig:
     """Build a ``StepConfig`` from Cloudflare-shaped options, explaining what is wrong."""
+    if retries is None and timeout is None and sensitive is None:
+        return DEFAULT_CONFIG
     policy = RetryPolicy()
     if retries is not None:
         if not isinstance(retries, Mapping):

@@ -25,6 +25,7 @@ from stepstone.domain.errors import (
 from stepstone.domain.ids import check_instance_id, check_workflow_name, kebab_case, new_id
 from stepstone.domain.limits import DEFAULT_MAX_STEPS
 from stepstone.domain.records import (
+    Claim,
     Instance,
     Script,
     StepRecord,
@@ -45,9 +46,17 @@ from stepstone.runtime.loader import (
     pack,
     unpack,
 )
-from stepstone.runtime.signals import Notifier
+from stepstone.runtime.signals import Notifier, Taker
 from stepstone.sdk.entrypoint import WorkflowEntrypoint
-from stepstone.storage.base import KEEP, InstanceFilter, NewInstance, NewVersion, Page, Store
+from stepstone.storage.base import (
+    KEEP,
+    InstanceFilter,
+    NewInstance,
+    NewVersion,
+    Page,
+    StartLease,
+    Store,
+)
 
 DEFAULT_TENANT = "local"
 """The tenant of `stepstone dev` and of CLI commands without ``--tenant``."""
@@ -333,9 +342,31 @@ class Engine:
                     error_retention_ms=retention.get("error_retention"),
                 )
             )
-        created = await self.store.create_instances(new, self.clock.now_ms())
-        self.notifier.work_available()
+        now = self.clock.now_ms()
+        taker = self.notifier.taker
+        lease = self._start_lease(taker, workflow, len(new), now)
+        created = await self.store.create_instances(new, now, lease=lease)
+        if taker is not None and lease is not None:
+            # The same worker the lease names, even if it began to stop meanwhile: it hands
+            # them back then.
+            taker.take([Claim(i, lease.owner, 1, steps=()) for i in created[: lease.count]])
+        if lease is None or lease.count < len(created):
+            self.notifier.work_available()
         return created
+
+    @staticmethod
+    def _start_lease(
+        taker: Taker | None, workflow: Workflow, count: int, now: int
+    ) -> StartLease | None:
+        """Start new instances in this process's worker at once, if it has room and nothing
+        older is waiting for it. Not for a workflow with a concurrency limit: only a claim
+        counts what runs of it everywhere."""
+        if taker is None or (workflow.settings.get("concurrency") or {}).get("limit"):
+            return None
+        room = min(count, taker.room())
+        if room <= 0:
+            return None
+        return StartLease(taker.id, now + taker.lease_ms(), room)
 
     async def get_instance(
         self, workflow_name: str, instance_id: str, *, tenant: str = DEFAULT_TENANT

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager, suppress
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -107,6 +107,8 @@ class InstanceRun:
         self.terminating = claim.instance.terminating
         self.stranded = False
         """Stopped by a database failure while still holding its lease."""
+        self.resumes_at: int | None = None
+        """Set when the run left memory with a timer: when the instance is ready again."""
         self._active = 0
         self._waiters: set[_Waiter] = set()
         self._signal: asyncio.Future[None] | None = None
@@ -145,16 +147,15 @@ class InstanceRun:
         self.history.remember(taken[1])
         return taken[1]
 
-    @asynccontextmanager
-    async def activity(self) -> AsyncIterator[None]:
-        """Marks a running attempt: an instance with one is never evicted."""
+    def activity_started(self) -> None:
+        """An attempt starts running: an instance with one is never evicted. (A pair of
+        calls, not a context manager: this is on every step's path.)"""
         self._active += 1
         self._touch()
-        try:
-            yield
-        finally:
-            self._active -= 1
-            self._touch()
+
+    def activity_ended(self) -> None:
+        self._active -= 1
+        self._touch()
 
     def _touch(self) -> None:
         """Wake the supervisor if what it acts on changed (most step boundaries change
@@ -379,7 +380,9 @@ class InstanceRun:
     async def _evict(self, ready_at: int | None, wake_for: frozenset[str]) -> None:
         # A rollback waiting for its retry stays rollingBack; anything else shows as waiting.
         target = S.ROLLING_BACK if self.rolling_back else S.WAITING
-        if not await self._move(target, ready_at=ready_at, release=True, wake_for=wake_for):
+        if await self._move(target, ready_at=ready_at, release=True, wake_for=wake_for):
+            self.resumes_at = ready_at
+        else:
             await self._evict_paused()
 
     async def _evict_paused(self) -> None:

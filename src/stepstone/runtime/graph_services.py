@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import inspect
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -32,10 +33,19 @@ class RetryableJobError(Exception):
 class GraphServices:
     """Shared by every graph run a worker drives."""
 
-    def __init__(self, store: Store, loader: VersionLoader, clock: Clock) -> None:
+    def __init__(
+        self,
+        store: Store,
+        loader: VersionLoader,
+        clock: Clock,
+        *,
+        created: Callable[[], None] | None = None,
+    ) -> None:
         self.store = store
         self.loader = loader
         self.clock = clock
+        self._created = created
+        """Tells this process's worker that a child run is ready to claim."""
         self._http: httpx.AsyncClient | None = None
 
     async def run_job(self, tenant: str, job_id: str, payload: Any, timeout_s: float) -> Any:
@@ -113,6 +123,8 @@ class GraphServices:
         # A duplicate was made by an earlier attempt whose result was not committed.
         with contextlib.suppress(DuplicateInstanceError):
             await self.store.create_instances([child], self.clock.now_ms())
+            if self._created is not None:
+                self._created()
         return child_id
 
     async def close(self) -> None:

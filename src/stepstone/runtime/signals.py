@@ -1,12 +1,36 @@
 """In-process wake-ups between the API side and the worker of one process.
 
 Across processes the worker polls (SQLite) or listens (PostgreSQL); inside one process a
-created instance, a sent event or a status change reaches the worker at once through this.
+created instance, a sent event or a status change reaches the worker at once through this, and
+a worker with free slots may take instances as they are created (``Taker``).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
+from typing import Protocol
+
+from stepstone.domain.records import Claim
+
+
+class Taker(Protocol):
+    """A worker in this process that starts new instances the moment they are created, as
+    DBOS and Temporal's eager start do: no claim, no wait for the worker's next look."""
+
+    id: str
+    """The lease owner the new instances are created under."""
+
+    def room(self) -> int:
+        """How many new instances it would start now: 0 while it is full, stopping, or may
+        have older work waiting in the database (new instances must not overtake it)."""
+        ...
+
+    def lease_ms(self) -> int: ...
+
+    def take(self, claims: Sequence[Claim]) -> None:
+        """Start these instances, created running under this worker's lease."""
+        ...
 
 
 class Notifier:
@@ -14,6 +38,8 @@ class Notifier:
         self._event = asyncio.Event()
         self._changed: set[int] = set()
         self._work = False
+        self.taker: Taker | None = None
+        """The worker of this process while it runs, if it takes instances as they are made."""
 
     def work_available(self) -> None:
         """New or woken instances may be ready to claim."""
@@ -23,6 +49,10 @@ class Notifier:
     def instance_changed(self, pk: int) -> None:
         """A user changed an instance a worker may be running (pause, terminate, event)."""
         self._changed.add(pk)
+        self._event.set()
+
+    def look_again(self) -> None:
+        """Nothing new to claim, but the worker should choose when to look next again."""
         self._event.set()
 
     async def wait(self) -> None:

@@ -17,7 +17,7 @@ from stepstone.domain.durations import Duration, to_ms
 from stepstone.domain.errors import StepstoneError, ValidationError
 from stepstone.domain.limits import DEFAULT_WAIT_TIMEOUT_MS
 from stepstone.domain.records import Attempt, StepRecord, StepState, StepType
-from stepstone.domain.retry import StepConfig, parse_step_config
+from stepstone.domain.retry import StepConfig, parse_step_config, shared_json
 from stepstone.sdk.entrypoint import ReceivedEvent, RollbackContext, StepContext, WorkflowStep
 from stepstone.sdk.errors import NonRetryableError, StepFailedError, WaitForEventTimeoutError
 
@@ -144,36 +144,46 @@ class DurableStep(WorkflowStep):
                 state=StepState.RUNNING,
                 seq=run.history.next_seq(),
                 started_at=run.clock.now_ms(),
-                config=config.to_json(),
+                config=shared_json(config),
             )
         if name in run.mocks:
             fn, args, kwargs = _mocked(run.mocks[name]), (), {}
         # A rollback receives its RollbackContext as its argument, never a StepContext.
-        wants_ctx = type is StepType.STEP and _takes_ctx(fn)
+        is_async, takes_ctx = _shape(fn)
+        wants_ctx = type is StepType.STEP and takes_ctx
         while True:
             if record.wake_at is not None:
                 await run.wait(record.wake_at)
-            await run.gate()
+            if run.pause_requested or run.draining:
+                await run.gate()
             attempt_no = len(record.attempts) + 1
             start = run.clock.now_ms()
-            call_kwargs = dict(kwargs)
+            call_kwargs = kwargs
             if wants_ctx:
-                call_kwargs["ctx"] = StepContext(name, count, attempt_no, config.to_json())
-            async with run.activity():
+                call_kwargs = {
+                    **kwargs,
+                    "ctx": StepContext(name, count, attempt_no, config.to_json()),
+                }
+            run.activity_started()
+            try:
                 failure: Exception | None = None
                 try:
-                    result = await _call(fn, args, call_kwargs, config.timeout_ms)
+                    result = await _call(fn, is_async, args, call_kwargs, config.timeout_ms)
                     text = jsonvalue.encode(result, what=f"the output of step {name!r}")
                 except Exception as exc:
                     failure = exc
                 end = run.clock.now_ms()
                 if failure is None:
-                    record = replace(
-                        record,
+                    record = StepRecord(
+                        name=name,
+                        count=count,
+                        type=type,
                         state=StepState.COMPLETE,
-                        attempts=(*record.attempts, Attempt(start, end, True)),
+                        seq=record.seq,
+                        started_at=record.started_at,
                         ended_at=end,
-                        wake_at=None,
+                        config=record.config,
+                        attempts=(*record.attempts, Attempt(start, end, True)),
                         output=text,
                     )
                     await run.save(record)
@@ -203,6 +213,8 @@ class DurableStep(WorkflowStep):
                     wake_at=end + config.retries.delay_before(attempt_no),
                 )
                 await run.save(record)
+            finally:
+                run.activity_ended()
 
     async def run_compensation(self, comp: Compensation, error: BaseException) -> None:
         context = RollbackContext(
@@ -379,7 +391,11 @@ class StepTimeoutError(Exception):
 
 
 async def _call(
-    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any], timeout_ms: int
+    fn: Callable[..., Any],
+    is_async: bool,
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    timeout_ms: int,
 ) -> Any:
     """Run one attempt, sync functions in a thread, bounded by ``timeout_ms``.
 
@@ -387,7 +403,7 @@ async def _call(
     """
     try:
         async with asyncio.timeout(timeout_ms / 1000) as scope:
-            if inspect.iscoroutinefunction(fn):
+            if is_async:
                 return await fn(*args, **kwargs)
             result = await asyncio.to_thread(fn, *args, **kwargs)
             if inspect.isawaitable(result):
@@ -410,23 +426,26 @@ def _mocked(value: Any) -> Callable[[], Any]:
     return mocked
 
 
-_TAKES_CTX: weakref.WeakKeyDictionary[Callable[..., Any], bool] = weakref.WeakKeyDictionary()
-"""Whether a step function has a ``ctx`` parameter; reading a signature costs more than a
-no-op step, and the same functions run as steps again and again."""
+_SHAPES: weakref.WeakKeyDictionary[Callable[..., Any], tuple[bool, bool]] = (
+    weakref.WeakKeyDictionary()
+)
+"""Whether a step function is a coroutine function, and whether it has a ``ctx`` parameter;
+reading a signature costs more than a no-op step, and the same functions run again and again."""
 
 
-def _takes_ctx(fn: Callable[..., Any]) -> bool:
+def _shape(fn: Callable[..., Any]) -> tuple[bool, bool]:
     try:
-        return _TAKES_CTX[fn]
+        return _SHAPES[fn]
     except (KeyError, TypeError):  # TypeError: not weakly referenceable (a builtin, say)
         pass
     try:
         takes = "ctx" in inspect.signature(fn).parameters
     except (TypeError, ValueError):
         takes = False
+    shape = (inspect.iscoroutinefunction(fn), takes)
     with contextlib.suppress(TypeError):
-        _TAKES_CTX[fn] = takes
-    return takes
+        _SHAPES[fn] = shape
+    return shape
 
 
 def _check_name(name: str) -> None:

@@ -63,6 +63,16 @@ class NewInstance:
 
 
 @dataclass(frozen=True, slots=True)
+class StartLease:
+    """Create the first ``count`` new instances already running, leased to ``owner`` (epoch 1)
+    until ``expires_at``: a worker in the creating process starts them without a claim."""
+
+    owner: str
+    expires_at: int
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
 class NewVersion:
     class_name: str
     script_name: str
@@ -202,9 +212,11 @@ class Store(Protocol):
         now: int,
         *,
         history: Mapping[str, Sequence[StepRecord]] | None = None,
+        lease: StartLease | None = None,
     ) -> list[Instance]:
         """Create instances in one transaction, each (by id) with ``history`` already recorded
-        (a retried run's kept results, a graph run's disabled steps)."""
+        (a retried run's kept results, a graph run's disabled steps); with ``lease``, the first
+        ones start running at once under it."""
         ...
 
     async def get_instance(self, workflow_id: str, instance_id: str) -> Instance | None: ...

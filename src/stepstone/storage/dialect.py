@@ -31,9 +31,17 @@ class Dialect(Protocol):
 
     def is_unique_violation(self, exc: IntegrityError) -> bool: ...
     def skip_locked(self, query: Select[Any], *, of: Table) -> Select[Any]: ...
-    def upsert(self, table: Table, *, keys: Sequence[str], where: ColumnElement[bool]) -> Insert:
-        """INSERT of every column (values given at execution), updating all but ``keys`` on
-        conflict where ``where`` holds. Built once: the hot path only binds parameters."""
+    def upsert(
+        self,
+        table: Table,
+        *,
+        keys: Sequence[str],
+        where: ColumnElement[bool],
+        source: Select[Any] | None = None,
+    ) -> Insert:
+        """INSERT of every column (values given at execution, or the row ``source`` selects,
+        in the table's column order), updating all but ``keys`` on conflict where ``where``
+        holds. Built once: the hot path only binds parameters."""
         ...
 
     def migrate(self, connection: Connection) -> None: ...
@@ -95,8 +103,11 @@ def _upsert(
     table: Table,
     keys: Sequence[str],
     where: ColumnElement[bool],
+    source: Select[Any] | None,
 ) -> Insert:
     """Both dialects spell ON CONFLICT DO UPDATE alike; only the insert construct differs."""
+    if source is not None:
+        stmt = stmt.from_select([c.name for c in table.c], source)
     return stmt.on_conflict_do_update(
         index_elements=list(keys),
         set_={c.name: stmt.excluded[c.name] for c in table.c if c.name not in keys},
@@ -144,8 +155,15 @@ class SqliteDialect:
     def skip_locked(self, query: Select[Any], *, of: Table) -> Select[Any]:
         return query  # BEGIN IMMEDIATE already serialises writers.
 
-    def upsert(self, table: Table, *, keys: Sequence[str], where: ColumnElement[bool]) -> Insert:
-        return _upsert(sqlite.insert(table), table, keys, where)
+    def upsert(
+        self,
+        table: Table,
+        *,
+        keys: Sequence[str],
+        where: ColumnElement[bool],
+        source: Select[Any] | None = None,
+    ) -> Insert:
+        return _upsert(sqlite.insert(table), table, keys, where, source)
 
     def migrate(self, connection: Connection) -> None:
         run_migrations(connection)
@@ -177,10 +195,17 @@ class PostgresDialect:
     def skip_locked(self, query: Select[Any], *, of: Table) -> Select[Any]:
         return query.with_for_update(skip_locked=True, of=of)
 
-    def upsert(self, table: Table, *, keys: Sequence[str], where: ColumnElement[bool]) -> Insert:
+    def upsert(
+        self,
+        table: Table,
+        *,
+        keys: Sequence[str],
+        where: ColumnElement[bool],
+        source: Select[Any] | None = None,
+    ) -> Insert:
         from sqlalchemy.dialects import postgresql
 
-        return _upsert(postgresql.insert(table), table, keys, where)
+        return _upsert(postgresql.insert(table), table, keys, where, source)
 
     def migrate(self, connection: Connection) -> None:
         # One migrator at a time across processes.

@@ -57,6 +57,9 @@ NEW_INSTANCE_COLUMNS = (
     "created_by",
     "triggered_by",
     "depth",
+    "started_at",
+    "lease_owner",
+    "lease_expires_at",
 )
 """The columns ``new_instance_row`` fills."""
 
@@ -74,6 +77,7 @@ NO_OUTCOME: dict[str, Any] = {
 
 
 def new_instance_row(n: NewInstance, now: int) -> dict[str, Any]:
+    """A queued instance, ready now."""
     return {
         "id": n.id,
         "workflow_id": n.workflow_id,
@@ -99,6 +103,21 @@ def new_instance_row(n: NewInstance, now: int) -> dict[str, Any]:
         "created_by": n.created_by,
         "triggered_by": n.triggered_by,
         "depth": n.depth,
+        "started_at": None,
+        "lease_owner": None,
+        "lease_expires_at": None,
+    }
+
+
+def started_instance_row(n: NewInstance, now: int, owner: str, expires_at: int) -> dict[str, Any]:
+    """An instance created running, leased to a worker that starts it without a claim."""
+    return {
+        **new_instance_row(n, now),
+        "status": InstanceStatus.RUNNING.value,
+        "started_at": now,
+        "lease_owner": owner,
+        "lease_expires_at": expires_at,
+        "lease_epoch": 1,
     }
 
 
@@ -241,6 +260,29 @@ def _config(text: str) -> dict[str, Any]:
     return json.loads(text)  # type: ignore[no-any-return]
 
 
+_CONFIG_TEXTS: dict[int, tuple[dict[str, Any], str]] = {}
+
+
+def _config_text(config: dict[str, Any]) -> str:
+    """The JSON of a step config. Steps share their config dicts (``shared_json``, ``_config``),
+    so the text is kept by identity, with the dict held so that its id stays its own."""
+    found = _CONFIG_TEXTS.get(id(config))
+    if found is not None and found[0] is config:
+        return found[1]
+    text = json.dumps(config)
+    if len(_CONFIG_TEXTS) < 1024:
+        _CONFIG_TEXTS[id(config)] = (config, text)
+    return text
+
+
+def _attempts_text(attempts: tuple[Attempt, ...]) -> str:
+    only = attempts[0] if len(attempts) == 1 else None
+    if only is not None and only.success and only.end is not None and only.error_name is None:
+        # The common case, one successful attempt, without building and encoding dicts.
+        return f'[{{"start": {only.start}, "end": {only.end}, "success": true, "error": null}}]'
+    return json.dumps([a.to_json() for a in attempts])
+
+
 def step_values(record: StepRecord) -> dict[str, Any]:
     return {
         "name": record.name,
@@ -251,8 +293,8 @@ def step_values(record: StepRecord) -> dict[str, Any]:
         "started_at": record.started_at,
         "ended_at": record.ended_at,
         "wake_at": record.wake_at,
-        "config": None if record.config is None else json.dumps(record.config),
-        "attempts": json.dumps([a.to_json() for a in record.attempts]),
+        "config": None if record.config is None else _config_text(record.config),
+        "attempts": _attempts_text(record.attempts),
         "output": record.output,
         "error_name": record.error_name,
         "error_message": record.error_message,

@@ -61,13 +61,12 @@ class RuntimeQueries:
     _dialect: Dialect
 
     def _init_runtime(self) -> None:
-        self._upsert_step = Prepared(
-            self._dialect.upsert(
-                steps,
-                keys=("instance_pk", "name", "count"),
-                # A settled step is never overwritten: its result is committed exactly once.
-                where=steps.c.state.not_in(_statuses([StepState.COMPLETE, StepState.SKIPPED])),
-            )
+        # A settled step is never overwritten: its result is committed exactly once.
+        unsettled = steps.c.state.not_in(_statuses([StepState.COMPLETE, StepState.SKIPPED]))
+        keys = ("instance_pk", "name", "count")
+        self._upsert_step = Prepared(self._dialect.upsert(steps, keys=keys, where=unsettled))
+        self._fenced_upsert_step = Prepared(
+            self._dialect.upsert(steps, keys=keys, where=unsettled, source=_FENCED_STEP)
         )
         self._candidate_queries: dict[tuple[frozenset[str], bool], Prepared] = {}
 
@@ -218,6 +217,8 @@ class RuntimeQueries:
         """Many instances' step results in two statements: the leases of all of them, locked
         in key order (so that batches never deadlock each other), then every result whose
         claim still holds."""
+        if len(items) == 1 and len(items[0][1]) == 1:
+            return [self._save_one_step(conn, *items[0])]
         pks = sorted({claim.instance.pk for claim, _ in items})
         found = (
             [row for pk in pks for row in _LEASE.all(conn, {"pk": pk})]
@@ -239,6 +240,23 @@ class RuntimeQueries:
         elif values:
             self._upsert_step.run_many(conn, values)
         return outcomes
+
+    def _save_one_step(
+        self, conn: Connection, claim: Claim, records: Sequence[StepRecord]
+    ) -> LeaseLostError | None:
+        """One result, fenced in the statement that writes it (one statement, not two)."""
+        params = {
+            "instance_pk": claim.instance.pk,
+            "f_owner": claim.owner,
+            "f_epoch": claim.epoch,
+            **rows.step_values(records[0]),
+        }
+        if self._fenced_upsert_step.run(conn, params).rowcount == 1:
+            return None
+        # Nothing written: the lease is gone, or the step was settled already (which a write
+        # under a held lease may meet, and leaves as it is).
+        lease = {"pk": claim.instance.pk, "owner": claim.owner, "epoch": claim.epoch}
+        return None if _FENCE.first(conn, lease) is not None else LeaseLostError(claim.instance.pk)
 
     async def take_event(
         self, claim: Claim, record: StepRecord, now: int
@@ -512,6 +530,17 @@ _LEASE = Prepared(
     .where(instances.c.pk == bindparam("pk"))
     .with_for_update()
 )
+_FENCED_STEP = (
+    select(*[bindparam(c.name, type_=c.type) for c in steps.c])
+    .where(
+        instances.c.pk == bindparam("instance_pk"),
+        instances.c.lease_owner == bindparam("f_owner"),
+        instances.c.lease_epoch == bindparam("f_epoch"),
+    )
+    .with_for_update()
+)
+"""A step's row, selected only while the claim holds its instance (whose row PostgreSQL
+locks until the transaction ends, as ``_FENCE`` does)."""
 _PENDING_EVENT = Prepared(
     select(events)
     .where(

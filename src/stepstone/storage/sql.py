@@ -33,6 +33,7 @@ from stepstone.storage.base import (
     InstanceFilter,
     NewInstance,
     Page,
+    StartLease,
 )
 from stepstone.storage.catalog_sql import CatalogQueries
 from stepstone.storage.database import Database
@@ -82,10 +83,17 @@ class SqlStore(RuntimeQueries, RunQueries, CatalogQueries, KeyQueries):
         now: int,
         *,
         history: Mapping[str, Sequence[StepRecord]] | None = None,
+        lease: StartLease | None = None,
     ) -> list[Instance]:
         if not new:
             return []
-        values = [rows.new_instance_row(n, now) for n in new]
+        started = 0 if lease is None else lease.count
+        values = [
+            rows.started_instance_row(n, now, lease.owner, lease.expires_at)
+            if lease is not None and i < started
+            else rows.new_instance_row(n, now)
+            for i, n in enumerate(new)
+        ]
 
         def tx(conn: Connection) -> list[Instance]:
             result: Sequence[Any]
@@ -101,7 +109,8 @@ class SqlStore(RuntimeQueries, RunQueries, CatalogQueries, KeyQueries):
             ]
             if step_values:
                 conn.execute(insert(steps), step_values)
-            self._dialect.signal(conn, None)
+            if started < len(new):  # work for any worker; the started ones have theirs
+                self._dialect.signal(conn, None)
             return created
 
         try:

@@ -9,7 +9,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, fields
 from typing import Any
@@ -113,11 +113,18 @@ class Worker:
         """Runs a database failure stopped; their leases go back once the database answers."""
         self._purged_at = 0
         self._cron_at = 0
-        self.services = GraphServices(store, self.loader, self.clock)
+        self.services = GraphServices(
+            store, self.loader, self.clock, created=self.notifier.work_available
+        )
         """What graph runs' steps reach outside the run (jobs, child runs)."""
         self._lapsed_at = -(10**15)
         self._look_at: int | None = None
         """When to look for work next though nothing signals (``None``: now)."""
+        self._backlog = True
+        """The last claim took all the worker had room for: more may be ready in the database.
+        While so, a slot that frees claims again, and new instances are not started eagerly."""
+        self._accepting = False
+        """Running, not stopping: new instances may be started here as they are created."""
 
     @property
     def running(self) -> int:
@@ -135,6 +142,9 @@ class Worker:
         stop_listening = self.store.listen(signalled)
         heartbeat = asyncio.create_task(self._heartbeat(stop), name=f"heartbeat {self.id}")
         failures = 0
+        self._accepting = True
+        if self.notifier.taker is None:
+            self.notifier.taker = self
         try:
             while not stop.is_set():
                 try:
@@ -158,6 +168,9 @@ class Worker:
                     heartbeat.result()  # a dead heartbeat stops the worker loudly
                     raise RuntimeError("the heartbeat task ended")
         finally:
+            self._accepting = False
+            if self.notifier.taker is self:
+                self.notifier.taker = None
             stop_listening()
             heartbeat.cancel()
             with suppress(asyncio.CancelledError):
@@ -269,7 +282,10 @@ class Worker:
                 self._start(claim, self.settings.hold_ms)
             claimed += len(claims)
             if len(claims) < batch:
+                self._backlog = False
                 break
+        else:
+            self._backlog = True  # full: what else is ready waits for a free slot
         return claimed
 
     def _start(self, claim: Claim, hold_ms: int) -> asyncio.Task[None]:
@@ -293,11 +309,38 @@ class Worker:
         entry = self._runs.get(pk)
         if entry is not None and entry[1] is task:
             del self._runs[pk]
-            if entry[0].stranded:
-                self._stranded.append(entry[0].claim)
-        self.notifier.work_available()
+            run = entry[0]
+            if run.stranded:
+                self._stranded.append(run.claim)
+                self.notifier.work_available()
+            if run.resumes_at is not None:
+                self._look_by(run.resumes_at)
+        if self._backlog:
+            self.notifier.work_available()  # a slot is free and work may be waiting for it
         if not task.cancelled() and task.exception() is not None:
             log.error("instance %s failed inside the runtime", pk, exc_info=task.exception())
+
+    def _look_by(self, ready_at: int) -> None:
+        """An instance left memory until ``ready_at``: look for work by then."""
+        when = ready_at - self.settings.claim_ahead_ms
+        if self._look_at is not None and when < self._look_at:
+            self._look_at = when
+            self.notifier.look_again()
+
+    # ------------------------------------------------------------ eager start (``Taker``)
+    def room(self) -> int:
+        if not self._accepting or self._backlog:
+            return 0
+        return max(0, self.settings.max_concurrency - self.running)
+
+    def lease_ms(self) -> int:
+        return self.settings.lease_ms
+
+    def take(self, claims: Sequence[Claim]) -> None:
+        for claim in claims:
+            self._start(claim, self.settings.hold_ms)
+            if not self._accepting:  # stopping meanwhile: hand it back at its first step
+                self._runs[claim.instance.pk][0].drain()
 
     async def _heartbeat(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -337,12 +380,13 @@ class Worker:
     async def _hand_back(self) -> None:
         """Drain: no new steps start; running attempts get ``drain_ms`` to finish and commit;
         whatever is left is cancelled. Then every lease is released for other workers."""
-        runs = list(self._runs.values())
-        for run, _task in runs:
-            run.drain()
-        tasks = [task for _run, task in runs]
-        if tasks:
-            _done, pending = await asyncio.wait(tasks, timeout=self.settings.drain_ms / 1000)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.drain_ms / 1000
+        # Runs started eagerly while draining join the drain.
+        while tasks := [task for _run, task in self._runs.values() if not task.done()]:
+            for run, _task in self._runs.values():
+                run.drain()
+            _done, pending = await asyncio.wait(tasks, timeout=max(0, deadline - loop.time()))
             for task in pending:
                 task.cancel()
             for task in tasks:

@@ -1,0 +1,191 @@
+"""The worker loop on the real clock: instances created beside a worker start at once (eager
+start), and a worker that polls only once a minute still claims what its own runs left for
+later exactly when it is due.
+
+Every worker here polls once a minute, so anything that finishes within seconds was started
+by a signal, not by a poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from stepstone import WorkflowEntrypoint, WorkflowEvent, WorkflowStep
+from stepstone.domain.records import Claim
+from stepstone.domain.status import InstanceStatus
+from stepstone.engine import Engine
+from stepstone.engine.engine import DEFAULT_TENANT
+from stepstone.storage.base import NewInstance, StartLease
+from stepstone.storage.sql import SqlStore
+from stepstone.worker.worker import Worker, WorkerSettings
+from tests.runtime.support import eventually, instance_of, looping_worker, status_of, within
+
+S = InstanceStatus
+RELEASE: list[asyncio.Event] = []
+
+
+async def released() -> str:
+    await RELEASE[0].wait()
+    return "released"
+
+
+class Two(WorkflowEntrypoint):
+    name = "two"
+
+    async def run(self, event: WorkflowEvent, step: WorkflowStep) -> int:
+        await step.do("one", lambda: 1)
+        return int(await step.do("two", lambda: 2))
+
+
+class Held(WorkflowEntrypoint):
+    name = "held"
+
+    async def run(self, event: WorkflowEvent, step: WorkflowStep) -> str:
+        return str(await step.do("held", released))
+
+
+class Limited(WorkflowEntrypoint):
+    name = "limited"
+
+    async def run(self, event: WorkflowEvent, step: WorkflowStep) -> int:
+        return int(await step.do("one", lambda: 1))
+
+
+class Napper(WorkflowEntrypoint):
+    name = "napper"
+
+    async def run(self, event: WorkflowEvent, step: WorkflowStep) -> str:
+        await step.sleep("nap", "300 milliseconds")
+        return "rested"
+
+
+@asynccontextmanager
+async def running(store: SqlStore, engine: Engine, **settings: int) -> AsyncIterator[Worker]:
+    RELEASE[:] = [asyncio.Event()]
+    try:
+        async with looping_worker(store, engine, poll_ms=60_000, **settings) as worker:
+            yield worker
+    finally:
+        RELEASE[0].set()
+
+
+async def completed(engine: Engine, workflow: str, instance_id: str) -> None:
+    async def done() -> bool:
+        return await status_of(engine, workflow, instance_id) is S.COMPLETE
+
+    await eventually(done, what=f"{instance_id} to complete")
+
+
+async def test_an_instance_created_beside_an_idle_worker_starts_at_once_under_its_lease(
+    store: SqlStore,
+) -> None:
+    engine = Engine(store)
+    await engine.deploy_class(Two)
+    async with running(store, engine) as worker:
+        [created] = await engine.create_instances("two", [("a", None)])
+
+        assert created.status is S.RUNNING
+        assert created.started_at is not None
+        assert (created.lease_owner, created.lease_epoch) == (worker.id, 1)
+        await completed(engine, "two", "a")
+    done = await instance_of(engine, "two", "a")
+    assert done.output == "2"
+    assert done.lease_owner is None
+
+
+async def test_new_instances_beyond_the_free_slots_queue_and_run_when_slots_free(
+    store: SqlStore,
+) -> None:
+    engine = Engine(store)
+    await engine.deploy_class(Held)
+    async with running(store, engine, max_concurrency=2):
+        created = await engine.create_instances("held", [(f"h{i}", None) for i in range(5)])
+
+        assert [c.status for c in created] == [S.RUNNING] * 2 + [S.QUEUED] * 3
+        RELEASE[0].set()
+        for i in range(5):
+            await completed(engine, "held", f"h{i}")
+
+
+async def test_a_worker_with_work_waiting_does_not_let_new_instances_overtake_it(
+    store: SqlStore,
+) -> None:
+    engine = Engine(store)
+    await engine.deploy_class(Held)
+    async with running(store, engine, max_concurrency=1) as worker:
+        [first] = await engine.create_instances("held", [("first", None)])
+        assert first.status is S.RUNNING
+        [second] = await engine.create_instances("held", [("second", None)])
+        assert second.status is S.QUEUED
+        # Its slot frees and the worker claims the queued instance; the worker knows it was
+        # full, so it starts nothing eagerly until its claims come back short again.
+        RELEASE[0].set()
+        await completed(engine, "held", "first")
+        await completed(engine, "held", "second")
+        assert worker.room() == 1
+
+
+async def test_a_workflow_with_a_concurrency_limit_is_only_ever_claimed(store: SqlStore) -> None:
+    engine = Engine(store)
+    deployed = await engine.deploy_class(Limited)
+    await store.put_workflow(  # as the Cloudflare API's PUT with a concurrency setting does
+        DEFAULT_TENANT,
+        "limited",
+        class_name="Limited",
+        script_name=deployed.version.script_name,
+        schedules={},
+        now=engine.clock.now_ms(),
+        settings={"concurrency": {"limit": 5}},
+    )
+    async with running(store, engine):
+        [created] = await engine.create_instances("limited", [("l", None)])
+
+        assert created.status is S.QUEUED
+        assert created.lease_owner is None
+        await completed(engine, "limited", "l")
+
+
+async def test_a_sleeper_that_left_memory_is_claimed_when_its_timer_fires(
+    store: SqlStore,
+) -> None:
+    engine = Engine(store)
+    await engine.deploy_class(Napper)
+    async with running(store, engine, hold_ms=0):
+        await engine.create_instances("napper", [("n", None)])
+
+        async def evicted() -> bool:
+            found = await instance_of(engine, "napper", "n")
+            return found.status is S.WAITING and found.lease_owner is None
+
+        await eventually(evicted, what="the sleeper to leave memory")
+        await within(completed(engine, "napper", "n"), timeout=3.0)
+
+
+async def test_instances_handed_to_a_stopping_worker_go_back_to_the_database(
+    store: SqlStore,
+) -> None:
+    engine = Engine(store)
+    workflow = (await engine.deploy_class(Two)).workflow
+    assert workflow.current_version_id is not None
+    stopping = Worker(store, loader=engine.loader, settings=WorkerSettings(poll_ms=60_000))
+    # The engine leased the instance to this worker, which stopped while it was created.
+    now = engine.clock.now_ms()
+    new = NewInstance(workflow.id, workflow.current_version_id, workflow.tenant, "s", "null")
+    [made] = await store.create_instances(
+        [new], now, lease=StartLease(stopping.id, now + 30_000, 1)
+    )
+    stopping.take([Claim(made, stopping.id, 1, steps=())])
+
+    async def handed_back() -> bool:
+        found = await instance_of(engine, "two", "s")
+        return found.lease_owner is None
+
+    await eventually(handed_back, what="the instance to be handed back")
+    back = await instance_of(engine, "two", "s")
+    assert back.status is S.WAITING
+    assert back.ready_at is not None
+    assert back.ready_at <= engine.clock.now_ms()
+    async with running(store, engine):
+        await completed(engine, "two", "s")
