@@ -124,7 +124,24 @@ async def test_a_worker_with_work_waiting_does_not_let_new_instances_overtake_it
         RELEASE[0].set()
         await completed(engine, "held", "first")
         await completed(engine, "held", "second")
-        assert worker.room() == 1
+
+        async def eager_again() -> bool:  # its next claim comes back short
+            return worker.room() == 1
+
+        await eventually(eager_again, what="the worker to take new instances eagerly again")
+
+
+async def test_new_instances_run_at_most_new_concurrency_at_once(store: SqlStore) -> None:
+    engine = Engine(store)
+    await engine.deploy_class(Held)
+    async with running(store, engine, new_concurrency=2) as worker:
+        created = await engine.create_instances("held", [(f"h{i}", None) for i in range(5)])
+
+        assert [c.status for c in created] == [S.RUNNING] * 2 + [S.QUEUED] * 3
+        assert worker.running == 2
+        RELEASE[0].set()
+        for i in range(5):
+            await completed(engine, "held", f"h{i}")
 
 
 async def test_a_workflow_with_a_concurrency_limit_is_only_ever_claimed(store: SqlStore) -> None:

@@ -151,6 +151,26 @@ async def test_instances_in_progress_are_claimed_before_queued_ones(
     assert oldest.instance.id == "newcomer"
 
 
+async def test_new_instances_are_capped_but_work_in_progress_is_not(
+    engine: Engine, store: SqlStore, clock: FakeClock
+) -> None:
+    """``new_limit`` bounds the queued (new) instances a claim takes; instances in progress
+    whose timer fired are taken whatever the cap."""
+    claim = await _claimed(engine, store, clock)
+    await engine.create_instances("idle", [(f"new-{k}", None) for k in range(5)])
+    assert await store.move(
+        claim, expected={S.QUEUED}, target=S.WAITING, now=clock.now_ms(), release=True
+    )
+    taken = await store.claim(
+        "w2", clock.now_ms(), 30_000, 10, RUNNABLE, first=IN_PROGRESS, new_limit=2
+    )
+    assert [c.instance.id for c in taken] == ["i-1", "new-0", "new-1"]
+    none_new = await store.claim(
+        "w2", clock.now_ms(), 30_000, 10, RUNNABLE, first=IN_PROGRESS, new_limit=0
+    )
+    assert none_new == []
+
+
 async def test_a_timer_about_to_fire_is_claimed_ahead_but_new_work_is_not(
     engine: Engine, store: SqlStore, clock: FakeClock
 ) -> None:

@@ -277,12 +277,13 @@ class Store(Protocol):
         first: Collection[InstanceStatus] = (),
         lapsed: bool = True,
         ahead_ms: int = 0,
+        new_limit: int | None = None,
     ) -> list[Claim]:
         """Take up to ``limit`` ready instances in ``runnable`` statuses under a lease. ``start``
         maps statuses to the ones claimed instances move to at once (setting ``started_at``
         if unset): the runtime's first move, in the claim's own transaction. Instances whose
         lease ran out come first (only with ``lapsed``), then those in ``first`` statuses
-        (ready now, or within ``ahead_ms``), then the others."""
+        (ready now, or within ``ahead_ms``), then the others (at most ``new_limit``)."""
         ...
 
     async def renew(

@@ -78,8 +78,8 @@ class Prepared:
             raise DBAPIError.instance(plan.sql, args, exc, plan.dbapi_error) from exc
         return cursor
 
-    def run_many(self, conn: Connection, params: Sequence[Mapping[str, Any]]) -> None:
-        """Execute once per parameter set (``executemany``)."""
+    def run_many(self, conn: Connection, params: Sequence[Mapping[str, Any]]) -> int:
+        """Execute once per parameter set (``executemany``); the rows changed in all."""
         plan = self._plan(conn.dialect)
         dbapi = conn.connection.dbapi_connection
         assert dbapi is not None
@@ -89,6 +89,7 @@ class Prepared:
             cursor.executemany(plan.sql, args)
         except plan.dbapi_error as exc:
             raise DBAPIError.instance(plan.sql, args, exc, plan.dbapi_error) from exc
+        return int(cursor.rowcount)
 
     def all(self, conn: Connection, params: Mapping[str, Any] | None = None) -> list[Any]:
         cursor = self.run(conn, params)

@@ -99,14 +99,15 @@ class RuntimeQueries:
         first: Collection[InstanceStatus] = (),
         lapsed: bool = True,
         ahead_ms: int = 0,
+        new_limit: int | None = None,
     ) -> list[Claim]:
         """Take up to ``limit`` ready instances; ``start`` moves each claimed instance from
         its status to another in the same transaction (the runtime's first move, with
         ``started_at`` set if it was not), saving a commit per instance. Instances whose
         lease ran out come first (with ``lapsed``: finding them walks every lease, so a worker
         looks once a poll interval), then those in ``first`` statuses (ready now or within
-        ``ahead_ms``: the runtime holds them until their timer), then the rest, each group
-        oldest first."""
+        ``ahead_ms``: the runtime holds them until their timer), then the rest (at most
+        ``new_limit`` of them), each group oldest first."""
         values = frozenset(s.value for s in runnable)
         early = sorted(values & {s.value for s in first})
         expired = self._candidates(values, expired=True) if lapsed else None
@@ -123,6 +124,10 @@ class RuntimeQueries:
                 if len(found) >= limit:
                     break
                 params["limit"] = limit - len(found)
+                if group is groups[1] and new_limit is not None:
+                    params["limit"] = min(params["limit"], new_limit)
+                    if params["limit"] <= 0:
+                        break
                 params["ready_by"] = ready_by
                 ready = [row for query in group for row in query.all(conn, params)]
                 ready.sort(key=lambda row: row.ready_at)
@@ -216,13 +221,16 @@ class RuntimeQueries:
     ) -> list[LeaseLostError | None]:
         """Many instances' step results in two statements: the leases of all of them, locked
         in key order (so that batches never deadlock each other), then every result whose
-        claim still holds."""
+        claim still holds. In process (SQLite: one writer), each row is fenced in the
+        statement that writes it instead."""
         if len(items) == 1 and len(items[0][1]) == 1:
             return [self._save_one_step(conn, *items[0])]
+        if self._dialect.in_process:
+            return self._save_fenced(conn, items)
         pks = sorted({claim.instance.pk for claim, _ in items})
         found = (
             [row for pk in pks for row in _LEASE.all(conn, {"pk": pk})]
-            if len(pks) == 1 or self._dialect.in_process
+            if len(pks) == 1
             else conn.execute(_LEASES, {"pks": pks}).all()
         )
         held = {pk: (owner, epoch) for pk, owner, epoch in found}
@@ -241,6 +249,24 @@ class RuntimeQueries:
             self._upsert_step.run_many(conn, values)
         return outcomes
 
+    def _save_fenced(
+        self, conn: Connection, items: Sequence[tuple[Claim, Sequence[StepRecord]]]
+    ) -> list[LeaseLostError | None]:
+        values = [
+            {
+                "instance_pk": claim.instance.pk,
+                "f_owner": claim.owner,
+                "f_epoch": claim.epoch,
+                **rows.step_values(r),
+            }
+            for claim, records in items
+            for r in records
+        ]
+        if self._fenced_upsert_step.run_many(conn, values) == len(values):
+            return [None] * len(items)
+        # Some rows were not written: a lease is gone, or a step was settled already.
+        return [_lease_lost(conn, claim) for claim, _ in items]
+
     def _save_one_step(
         self, conn: Connection, claim: Claim, records: Sequence[StepRecord]
     ) -> LeaseLostError | None:
@@ -255,8 +281,7 @@ class RuntimeQueries:
             return None
         # Nothing written: the lease is gone, or the step was settled already (which a write
         # under a held lease may meet, and leaves as it is).
-        lease = {"pk": claim.instance.pk, "owner": claim.owner, "epoch": claim.epoch}
-        return None if _FENCE.first(conn, lease) is not None else LeaseLostError(claim.instance.pk)
+        return _lease_lost(conn, claim)
 
     async def take_event(
         self, claim: Claim, record: StepRecord, now: int
@@ -579,6 +604,11 @@ _FENCE = Prepared(
     )
     .with_for_update()
 )
+
+
+def _lease_lost(conn: Connection, claim: Claim) -> LeaseLostError | None:
+    params = {"pk": claim.instance.pk, "owner": claim.owner, "epoch": claim.epoch}
+    return None if _FENCE.first(conn, params) is not None else LeaseLostError(claim.instance.pk)
 
 
 def _fence(conn: Connection, claim: Claim) -> None:
