@@ -91,6 +91,31 @@ class Prepared:
             raise DBAPIError.instance(plan.sql, args, exc, plan.dbapi_error) from exc
         return int(cursor.rowcount)
 
+    def all_many(self, conn: Connection, params: Sequence[Mapping[str, Any]]) -> list[Any]:
+        """Every parameter set's rows (``INSERT ... RETURNING`` of many rows), in order. One
+        statement prepared once, not a statement as long as the batch: psycopg sends the
+        executions in one pipeline; sqlite3, in process, runs them one after another."""
+        plan = self._plan(conn.dialect)
+        dbapi = conn.connection.dbapi_connection
+        assert dbapi is not None
+        cursor: Any = dbapi.cursor()
+        args = [plan.bind(p) for p in params]
+        found: list[Any] = []
+        try:
+            if conn.dialect.name == "postgresql":
+                cursor.executemany(plan.sql, args, returning=True)
+                while True:
+                    found.extend(cursor.fetchall())
+                    if not cursor.nextset():
+                        break
+            else:
+                for one in args:
+                    found.extend(cursor.execute(plan.sql, one).fetchall())
+        except plan.dbapi_error as exc:
+            raise DBAPIError.instance(plan.sql, args, exc, plan.dbapi_error) from exc
+        record = self._record_class(conn, cursor)
+        return [record(r) for r in found]
+
     def all(self, conn: Connection, params: Mapping[str, Any] | None = None) -> list[Any]:
         cursor = self.run(conn, params)
         record = self._record_class(conn, cursor)

@@ -97,10 +97,11 @@ class SqlStore(RuntimeQueries, RunQueries, CatalogQueries, KeyQueries):
 
         def tx(conn: Connection) -> list[Instance]:
             result: Sequence[Any]
-            if len(values) == 1:
-                result = _INSERT_ONE.all(conn, values[0])
-            else:
-                result = conn.execute(insert(instances).returning(*instances.c), values).all()
+            result = (
+                _INSERT_ONE.all(conn, values[0])
+                if len(values) == 1
+                else _INSERT_ONE.all_many(conn, values)
+            )
             created = [rows.to_instance(r) for r in result]
             step_values = [
                 {"instance_pk": i.pk, **rows.step_values(record)}
