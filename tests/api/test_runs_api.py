@@ -176,3 +176,87 @@ async def test_no_request_gets_a_server_error(
     content = body if isinstance(body, bytes) else None
     answer = await http.post(url, content=content, json=None if content is not None else body)
     assert answer.status_code < 500, answer.text
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/workflows", b"[" * 100_000),
+        ("/v1/workflow-runs/bulk-cancel", b'{"workflow_run_ids": ' + b"[" * 100_000),
+        ("/v1/workflows/x/trigger", b'{"payload": ' + b'{"a": ' * 50_000),
+    ],
+    ids=["list", "bulk-cancel", "trigger"],
+)
+async def test_a_body_nested_too_deep_is_a_bad_request(
+    http: httpx.AsyncClient, path: str, body: bytes
+) -> None:
+    assert "nested too deeply" in failure(await http.post(path, content=body), 400)
+
+
+async def test_the_run_list_pages_by_the_cursor_it_hands_out(
+    http: httpx.AsyncClient, worker: Worker
+) -> None:
+    graph = await _workflow(http, "paged", [{"step_ref": "gate", "step_type": "approval"}])
+    started = [
+        (await http.post(f"/v1/workflows/{graph['id']}/trigger", json={})).json()["id"]
+        for _ in range(5)
+    ]
+    seen: list[str] = []
+    params: dict[str, Any] = {"project_id": PROJECT, "limit": 2}
+    pages = 0
+    while True:
+        answer = await http.get("/v1/workflow-runs", params=params)
+        assert answer.status_code == 200, answer.text
+        seen += [r["id"] for r in answer.json()]
+        pages += 1
+        cursor = answer.headers.get("X-Next-Cursor")
+        if cursor is None:
+            assert "Link" not in answer.headers
+            break
+        assert f"cursor={cursor}" in answer.headers["Link"]
+        params["cursor"] = cursor
+    assert pages == 3
+    assert seen == list(reversed(started))  # newest first, each once
+    by_offset = await http.get(
+        "/v1/workflow-runs", params={"project_id": PROJECT, "limit": 2, "offset": 4}
+    )
+    assert [r["id"] for r in by_offset.json()] == [started[0]]
+
+
+async def test_a_dry_run_trigger_checks_and_starts_nothing(http: httpx.AsyncClient) -> None:
+    graph = await _workflow(http, "dry", [{"step_ref": "gate", "step_type": "approval"}])
+    answer = await http.post(
+        f"/v1/workflows/{graph['id']}/trigger", json={"payload": {"n": 1}, "dry_run": True}
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {
+        "dry_run": True,
+        "valid": True,
+        "workflow_id": graph["id"],
+        "step_count": 1,
+    }
+    assert (await http.get("/v1/workflow-runs", params={"project_id": PROJECT})).json() == []
+    bad = await http.post(
+        f"/v1/workflows/{graph['id']}/trigger", json={"dry_run": True, "tags": [1]}
+    )
+    assert "tags" in failure(bad, 400)
+    assert "dry_run" in failure(
+        await http.post(f"/v1/workflows/{graph['id']}/trigger", json={"dry_run": "yes"}), 400
+    )
+
+
+async def test_every_update_makes_a_version(http: httpx.AsyncClient) -> None:
+    graph = await _workflow(http, "versions", [{"step_ref": "gate", "step_type": "approval"}])
+    renamed = await http.patch(f"/v1/workflows/{graph['id']}", json={"name": "Renamed"})
+    assert renamed.status_code == 200, renamed.text
+    assert renamed.json()["version"] == graph["version"] + 1
+    versions = (await http.get(f"/v1/workflows/{graph['id']}/versions")).json()
+    listed = versions["data"] if isinstance(versions, dict) else versions
+    assert len(listed) == 2
+
+
+async def test_health_and_readiness_as_strait_serves_them(http: httpx.AsyncClient) -> None:
+    for path in ("/health", "/health/ready"):
+        answer = await http.get(path)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["status"] == "ok"

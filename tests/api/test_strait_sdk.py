@@ -36,16 +36,18 @@ _slugs = itertools.count(1)
 
 
 class _Endpoint(BaseHTTPRequestHandler):
-    """HTTP jobs' endpoint: /ok echoes, /flaky fails twice with 503 then answers, /bad is 400."""
+    """HTTP jobs' endpoint: /ok echoes; /flaky answers 408, then 429, then 503, then echoes;
+    /bad is 400."""
 
     calls: ClassVar[dict[str, int]] = {}
+    FLAKY: ClassVar[tuple[int, ...]] = (408, 429, 503)
 
     def do_POST(self) -> None:
         length = int(self.headers.get("content-length") or 0)
         body = json.loads(self.rfile.read(length) or b"null")
         self.calls[self.path] = self.calls.get(self.path, 0) + 1
-        if self.path == "/flaky" and self.calls[self.path] <= 2:
-            self._answer(503, {"error": "busy"})
+        if self.path == "/flaky" and self.calls[self.path] <= len(self.FLAKY):
+            self._answer(self.FLAKY[self.calls[self.path] - 1], {"error": "busy"})
         elif self.path == "/bad":
             self._answer(400, {"error": "no"})
         else:
@@ -176,6 +178,11 @@ def test_definitions_are_created_read_listed_versioned_and_deleted(api: Api) -> 
     assert updated["previous_version_id"] == created["version_id"]
     versions = client.workflows.list_versions(created["id"])["data"]
     assert [v["version"] for v in versions] == [2, 1]
+    first = client.workflows.get_version(created["id"], versions[1]["id"])
+    assert [s["step_ref"] for s in first["steps"]] == ["a"]
+    assert client.workflows.get_graph(created["id"])["adjacency"] == {"a": ["b"], "b": []}
+    checked = client.workflows.dry_run(created["id"], {})
+    assert (checked["valid"], checked["step_count"]) == (True, 2)
     client.workflows.delete(created["id"])
     with pytest.raises(strait.NotFoundError, match="not found"):
         client.workflows.get(created["id"])
@@ -231,8 +238,11 @@ def test_the_sdks_authoring_helpers_and_their_spellings_work(api: Api) -> None:
     assert ok["approval_approvers"] == ["ada"]
     run = client.workflows.trigger(created["id"], {"payload": {"n": 5}})
     _waiting(client, run["id"], "ok")
-    client.workflow_runs.approve_step(run["id"], "ok", None)  # no body, as the seed shows
+    with pytest.raises(strait.UnauthorizedError, match="only by 'ada'"):
+        client.workflow_runs.approve_step(run["id"], "ok", None)  # a key that is not ada's
+    client.workflow_runs.approve_step(run["id"], "ok", {"approver": "ada"})
     _waiting(client, run["id"], "hear")
+    assert client.event_triggers.get_event("dsl.5")["event_key"] == "dsl.5"
     client.event_triggers.send_event("dsl.5", {"payload": {"heard": True}})
     done = _finished(client, run["id"])
     assert done["status"] == "completed"
@@ -341,7 +351,7 @@ def test_http_jobs_retry_408_429_5xx_and_fail_on_other_4xx(api: Api) -> None:
             {
                 "step_ref": "flaky",
                 "job_id": f"{api.endpoint}/flaky",
-                "retry_max_attempts": 3,
+                "retry_max_attempts": 4,
                 "retry_initial_delay_secs": 0,
             },
             {
@@ -358,7 +368,7 @@ def test_http_jobs_retry_408_429_5xx_and_fail_on_other_4xx(api: Api) -> None:
     assert "answered 400" in done["error"]
     steps = {s["step_ref"]: s for s in client.workflow_runs.list_steps(run["id"])}
     assert steps["ok"]["output"]["echo"] == {"from": "trigger", "n": 1}
-    assert (steps["flaky"]["status"], steps["flaky"]["attempt"]) == ("completed", 3)
+    assert (steps["flaky"]["status"], steps["flaky"]["attempt"]) == ("completed", 4)
     assert (steps["bad"]["status"], steps["bad"]["attempt"]) == ("failed", 1)
 
 
@@ -397,6 +407,12 @@ def test_bulk_cancel_and_replay(api: Api) -> None:
     assert result == {"canceled": 100, "failed": 1}
     replayed = client.workflow_runs.bulk_replay({"workflow_run_ids": ids[:10]})
     assert replayed == {"replayed": 10, "failed": 0}
+
+
+def test_health_and_readiness(api: Api) -> None:
+    client = api.client()
+    assert client.health.list()["status"] == "ok"
+    assert client.health.get_ready()["status"] == "ok"
 
 
 # ---------------------------------------------------------------------- errors and keys

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from stepstone.domain.errors import ValidationError
 from stepstone.domain.retry import (
+    MAX_RETRY_DELAY_MS,
     Backoff,
     RetryPolicy,
     StepConfig,
@@ -44,6 +45,14 @@ def test_delays_never_shrink_and_start_at_the_delay(
     assert policy.delay_before(retry + 1) >= policy.delay_before(retry)
 
 
+def test_a_growing_backoff_stops_at_its_ceiling() -> None:
+    capped = RetryPolicy(limit=100, delay_ms=1_000, max_delay_ms=5_000)
+    assert [capped.delay_before(r) for r in range(1, 6)] == [1_000, 2_000, 4_000, 5_000, 5_000]
+    # Without one, a hundred doublings still wait at most a year (a storable time).
+    uncapped = RetryPolicy(limit=100, delay_ms=1_000)
+    assert uncapped.delay_before(100) == MAX_RETRY_DELAY_MS
+
+
 def test_defaults_are_cloudflares() -> None:
     config = parse_step_config()
     assert config == StepConfig()
@@ -74,6 +83,7 @@ def test_zero_retries_means_one_attempt() -> None:
         StepConfig(),
         parse_step_config({"limit": 0, "delay": 1, "backoff": "constant"}, timeout=50),
         parse_step_config({"limit": 9, "backoff": "linear"}, sensitive="output"),
+        parse_step_config({"limit": 20, "delay": "1 second", "max_delay": "1 minute"}),
     ],
 )
 def test_json_round_trip(config: StepConfig) -> None:

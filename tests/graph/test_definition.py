@@ -190,6 +190,10 @@ def test_the_definition_keeps_its_own_copy() -> None:
             {"retry_backoff": "linear", "retry_initial_delay_secs": 4},
             RetryPolicy(delay_ms=4_000, backoff=Backoff.LINEAR),
         ),
+        (
+            {"retry_initial_delay_secs": 1, "retry_max_delay_secs": 30},
+            RetryPolicy(delay_ms=1_000, max_delay_ms=30_000),
+        ),
     ],
 )
 def test_retry_policy_for_the_runtime(fields: dict[str, Any], expected: RetryPolicy) -> None:

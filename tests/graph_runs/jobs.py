@@ -21,6 +21,13 @@ def boom(data):
     raise NonRetryableError("it went boom")
 
 
+@job("flaky")
+def flaky(data):
+    """Fails every time, but may be tried again."""
+    TIMELINE.append(("fail", data.get("me", "?") if isinstance(data, dict) else "?"))
+    raise RuntimeError("not yet")
+
+
 @job("slow")
 async def slow(data):
     """Holds its slot for a few loop turns, noting how many jobs ran at once."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from stepstone.worker.worker import Worker
@@ -179,3 +181,30 @@ async def test_compensate_undoes_steps_completed_before_a_replay(
     assert failed.status.value == "errored"
     assert [e for e in TIMELINE if e[0] == "undo"] == [("undo", "reserve")]
     assert TIMELINE.count(("run", "reserve")) == 1
+
+
+async def test_retry_waits_grow_no_longer_than_retry_max_delay(
+    graphs: Graphs, worker: Worker
+) -> None:
+    workflow = await graphs.create(
+        "capped",
+        [
+            job(
+                "f",
+                "flaky",
+                payload={"me": "f"},
+                retry_max_attempts=4,
+                retry_backoff="exponential",
+                retry_initial_delay_secs=10,
+                retry_max_delay_secs=15,
+            )
+        ],
+    )
+    run = await graphs.trigger(workflow)
+    await worker.run_until_idle()  # the fake clock jumps over each wait
+    assert TIMELINE == [("fail", "f")] * 4
+    instance = await graphs.run(run.id)
+    [record] = [r for r in await graphs.engine.store.load_steps(instance.pk) if r.name == "f"]
+    attempts = record.attempts
+    waits = [b.start - a.end for a, b in itertools.pairwise(attempts) if a.end]
+    assert waits == [10_000, 15_000, 15_000]

@@ -106,6 +106,38 @@ async def test_retry_step_reruns_one_settled_step(graphs: Graphs, worker: Worker
     assert (await graphs.run(run.id)).status.value == "complete"
 
 
+async def test_a_canceled_run_keeps_its_steps_as_they_are(graphs: Graphs, worker: Worker) -> None:
+    workflow = await graphs.create(
+        "stopped", [{"step_ref": "gate", "step_type": "approval"}, job("a", depends_on=["gate"])]
+    )
+    run = await graphs.trigger(workflow)
+    await worker.run_until_idle(advance=False)
+    await graphs.runs.cancel(TENANT, run.id)
+    edits = (
+        graphs.runs.force_complete(TENANT, run.id, "gate", {"late": True}),
+        graphs.runs.retry_step(TENANT, run.id, "gate"),
+        graphs.runs.replay_subtree(TENANT, run.id, "gate"),
+        graphs.runs.skip(TENANT, run.id, "gate", "late"),
+    )
+    for edit in edits:
+        with pytest.raises(ConflictError, match=r"canceled|ended"):
+            await edit
+    assert run_status(await graphs.run(run.id)).value == "canceled"
+    await worker.run_until_idle(advance=False)
+    assert TIMELINE == []
+
+
+async def test_force_complete_of_a_settled_step_is_a_conflict(
+    graphs: Graphs, worker: Worker
+) -> None:
+    workflow = await graphs.create("settled", [job("a", payload={"me": "a"})])
+    run = await graphs.trigger(workflow)
+    await worker.run_until_idle()
+    with pytest.raises(ConflictError, match="completed already"):
+        await graphs.runs.force_complete(TENANT, run.id, "a", {"other": 1})
+    assert output(await graphs.run(run.id)) == {"a": {"me": "a"}}
+
+
 async def test_a_run_past_its_timeout_is_timed_out(
     graphs: Graphs, worker: Worker, clock: FakeClock
 ) -> None:

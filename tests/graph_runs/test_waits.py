@@ -25,8 +25,10 @@ async def test_an_approval_waits_until_approved(graphs: Graphs, worker: Worker) 
     run = await graphs.trigger(workflow)
     await worker.run_until_idle(advance=False)
     assert await graphs.statuses(run.id) == {"ok": "waiting", "go": "pending"}
-    with pytest.raises(PermissionDeniedError):
+    with pytest.raises(PermissionDeniedError, match="only by 'ada', not by 'mallory'"):
         await graphs.runs.approve(TENANT, run.id, "ok", "mallory")
+    with pytest.raises(PermissionDeniedError, match="not by an unnamed caller"):
+        await graphs.runs.approve(TENANT, run.id, "ok", None)
     await graphs.runs.approve(TENANT, run.id, "ok", "ada")
     await graphs.runs.approve(TENANT, run.id, "ok", "ada")  # a client's retry: no harm
     await worker.run_until_idle(advance=False)

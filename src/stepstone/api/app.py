@@ -77,17 +77,33 @@ def create_app(engine: Engine, *, open_access: bool = False) -> FastAPI:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return _render(request, 500, "internal error; the server log has the details")
 
-    @app.get("/healthz", tags=["ops"])
-    async def healthz() -> JSONResponse:
-        """Liveness and database reachability."""
+    async def database_problem() -> str | None:
         try:
             await engine.store.ping()
         except Exception as exc:
-            return JSONResponse(
-                {"status": "unavailable", "database": f"{type(exc).__name__}: {exc}"},
-                status_code=503,
-            )
+            return f"{type(exc).__name__}: {exc}"
+        return None
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz() -> JSONResponse:
+        """Liveness and database reachability."""
+        problem = await database_problem()
+        if problem is not None:
+            return JSONResponse({"status": "unavailable", "database": problem}, status_code=503)
         return JSONResponse({"status": "ok"})
+
+    @app.get("/health", tags=["ops"])
+    async def health() -> JSONResponse:
+        """The process answers (Strait's health check, which strait-python calls)."""
+        return JSONResponse({"status": "ok", "edition": "stepstone"})
+
+    @app.get("/health/ready", tags=["ops"])
+    async def ready() -> JSONResponse:
+        """Ready for traffic: the database answers (Strait's readiness check)."""
+        problem = await database_problem()
+        if problem is not None:
+            return runs_errors.failure(503, f"the database is unavailable: {problem}")
+        return JSONResponse({"status": "ok", "edition": "stepstone"})
 
     cloudflare.install(app)
     runs.install(app)

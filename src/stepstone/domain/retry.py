@@ -25,14 +25,24 @@ class RetryPolicy:
     limit: int = 5
     delay_ms: int = 10_000
     backoff: Backoff = Backoff.EXPONENTIAL
+    max_delay_ms: int | None = None
+    """No wait is longer than this (a growing backoff stops growing here)."""
 
     def delay_before(self, retry: int) -> int:
         """Milliseconds to wait before retry number ``retry`` (1 = the first retry)."""
         if self.backoff is Backoff.CONSTANT:
-            return self.delay_ms
-        if self.backoff is Backoff.LINEAR:
-            return self.delay_ms * retry
-        return int(self.delay_ms * 2 ** (retry - 1))
+            delay = self.delay_ms
+        elif self.backoff is Backoff.LINEAR:
+            delay = self.delay_ms * retry
+        else:
+            delay = self.delay_ms * 2 ** (retry - 1)
+        ceiling = MAX_RETRY_DELAY_MS if self.max_delay_ms is None else self.max_delay_ms
+        return min(delay, ceiling)
+
+
+MAX_RETRY_DELAY_MS = 365 * 24 * 3_600_000
+"""A backoff that doubles a hundred times would wait longer than time can be stored: a year is
+the longest any wait between attempts lasts."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,14 +59,14 @@ class StepConfig:
 
     def to_json(self) -> dict[str, Any]:
         """The shape Cloudflare shows in an instance's step list."""
-        data: dict[str, Any] = {
-            "retries": {
-                "limit": self.retries.limit,
-                "delay": self.retries.delay_ms,
-                "backoff": self.retries.backoff.value,
-            },
-            "timeout": self.timeout_ms,
+        retries: dict[str, Any] = {
+            "limit": self.retries.limit,
+            "delay": self.retries.delay_ms,
+            "backoff": self.retries.backoff.value,
         }
+        if self.retries.max_delay_ms is not None:
+            retries["max_delay"] = self.retries.max_delay_ms
+        data: dict[str, Any] = {"retries": retries, "timeout": self.timeout_ms}
         if self.sensitive:
             data["sensitive"] = "output"
         return data
@@ -86,7 +96,7 @@ def parse_step_config(
             raise ValidationError(
                 "retries must be a mapping like {'limit': 3, 'delay': '5 seconds'}"
             )
-        unknown = set(retries) - {"limit", "delay", "backoff"}
+        unknown = set(retries) - {"limit", "delay", "backoff", "max_delay"}
         if unknown:
             raise ValidationError(f"unknown retries option(s): {', '.join(sorted(unknown))}")
         limit = retries.get("limit", policy.limit)
@@ -99,10 +109,12 @@ def parse_step_config(
             raise ValidationError(
                 f"retries.backoff {backoff_name!r} is not one of constant, linear, exponential"
             ) from None
+        max_delay = retries.get("max_delay")
         policy = RetryPolicy(
             limit=int(limit),
             delay_ms=to_ms(retries.get("delay", policy.delay_ms), what="retries.delay"),
             backoff=backoff,
+            max_delay_ms=None if max_delay is None else to_ms(max_delay, what="retries.max_delay"),
         )
     if sensitive not in (None, False, True, "output"):
         raise ValidationError("sensitive must be 'output' (or None)")

@@ -172,12 +172,8 @@ class GraphCatalog:
         triggered_by: str = "manual",
     ) -> Instance:
         """Start a run; a trigger repeated with the same ``idempotency_key`` is the same run."""
-        current = await self.get(tenant, workflow_id)
-        if current.version is None:
-            raise ValidationError(f"workflow {current.workflow.name!r} has no version to run")
-        if not current.spec.enabled:
-            raise ConflictError(f"workflow {current.workflow.name!r} is disabled")
-        request = _TriggerRequest.read(body, current.definition)
+        current, request = await self._triggerable(tenant, workflow_id, body)
+        assert current.version is not None
         run_id = (
             str(uuid.uuid5(_IDEMPOTENT_RUNS, f"{current.workflow.id}/{request.idempotency_key}"))
             if request.idempotency_key
@@ -208,6 +204,25 @@ class GraphCatalog:
         )
         self.engine.notifier.work_available()
         return created
+
+    async def check_trigger(
+        self, tenant: str, workflow_id: str, body: Mapping[str, Any]
+    ) -> GraphWorkflow:
+        """Everything a trigger checks, without starting a run (a dry run)."""
+        current, _request = await self._triggerable(tenant, workflow_id, body)
+        return current
+
+    async def _triggerable(
+        self, tenant: str, workflow_id: str, body: Mapping[str, Any]
+    ) -> tuple[GraphWorkflow, _TriggerRequest]:
+        current = await self.get(tenant, workflow_id)
+        if current.version is None:
+            raise ValidationError(f"workflow {current.workflow.name!r} has no version to run")
+        if not current.spec.enabled:
+            raise ConflictError(f"workflow {current.workflow.name!r} is disabled")
+        request = _TriggerRequest.read(body, current.definition)
+        jsonvalue.encode(request.payload, what="the run's payload")
+        return current, request
 
 
 @dataclass(frozen=True, slots=True)

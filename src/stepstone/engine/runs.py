@@ -127,10 +127,13 @@ class Runs:
         step = self._graph_step(run, ref)
         if step.step_type is not GraphStepType.APPROVAL:
             raise ConflictError(f"step {ref!r} is a {step.step_type.value} step, not an approval")
-        # A named approver must be one of the step's; a key with the scope may approve as
-        # itself.
-        if step.approval_approvers and approver and approver not in step.approval_approvers:
-            raise PermissionDeniedError(f"{approver!r} is not one of step {ref!r}'s approvers")
+        # ``approver``: the one named in the request, else the calling key's owner.
+        if step.approval_approvers and approver not in step.approval_approvers:
+            allowed = ", ".join(repr(a) for a in step.approval_approvers)
+            who = "an unnamed caller" if approver is None else repr(approver)
+            raise PermissionDeniedError(
+                f"step {ref!r} may be approved only by {allowed}, not by {who}"
+            )
         records = await self.store.load_steps(run.instance.pk)
         status = self._status(run, records, ref)
         if status is StepRunStatus.COMPLETED:
@@ -166,6 +169,9 @@ class Runs:
         run = await self.get(tenant, run_id)
         self._graph_step(run, ref)
         records = await self.store.load_steps(run.instance.pk)
+        status = self._status(run, records, ref)
+        if status in (StepRunStatus.COMPLETED, StepRunStatus.SKIPPED):
+            raise ConflictError(f"step {ref!r} is {status.value} already")
         output = jsonvalue.encode(result, what="the step's result")
         now = self.engine.clock.now_ms()
         settled = _settled(ref, records, StepState.COMPLETE, now, output=output)
@@ -215,6 +221,11 @@ class Runs:
         instance = run.instance
         target = instance.status
         if instance.status.is_terminal:
+            # A failed or completed run goes on from the edit; a canceled one stays canceled.
+            if instance.status is S.TERMINATED:
+                raise ConflictError(
+                    f"workflow run {instance.id!r} was canceled; its steps can no longer change"
+                )
             if not reopen:
                 raise ConflictError(
                     f"workflow run {instance.id!r} has ended ({instance.status.value})"

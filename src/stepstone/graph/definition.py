@@ -93,6 +93,11 @@ class GraphStep:
                 else self.retry_initial_delay_secs * 1000
             ),
             backoff=policy.backoff if self.retry_backoff is None else _BACKOFF[self.retry_backoff],
+            max_delay_ms=(
+                policy.max_delay_ms
+                if self.retry_max_delay_secs is None
+                else self.retry_max_delay_secs * 1000
+            ),
         )
 
     def to_json(self) -> dict[str, Any]:

@@ -88,8 +88,9 @@ def parse_workflow(body: Any) -> tuple[WorkflowSpec, GraphDefinition]:
 
 def update_workflow(
     spec: WorkflowSpec, definition: GraphDefinition, body: Any
-) -> tuple[WorkflowSpec, GraphDefinition | None]:
-    """``spec`` with ``body``'s fields (a PATCH); a new definition if ``body`` has steps."""
+) -> tuple[WorkflowSpec, GraphDefinition]:
+    """``spec`` with ``body``'s fields (a PATCH), and the definition of the new version every
+    update makes: ``body``'s steps, or the current ones with the updated limits."""
     f = _fields(body)
     changes: dict[str, Any] = {
         k: v for k, v in _settings(f, body, partial=True).items() if v is not None
@@ -100,9 +101,7 @@ def update_workflow(
         changes["slug"] = _slug(f.need_text("slug", ""))
     updated = replace(spec, **changes)
     if body.get("steps") is None:
-        if "max_parallel_steps" in changes or "timeout_secs" in changes:
-            return updated, _with_limits(definition, updated)
-        return updated, None
+        return updated, _with_limits(definition, updated)
     return updated, parse_definition(
         {
             "steps": body["steps"],

@@ -273,6 +273,7 @@ class _Interpretation:
                     "limit": policy.limit,
                     "delay": policy.delay_ms,
                     "backoff": policy.backoff.value,
+                    "max_delay": policy.max_delay_ms,
                 },
                 timeout=timeout_s * 1000,
                 rollback=rollback,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
 
@@ -39,6 +40,8 @@ async def json_body(request: Request) -> dict[str, Any]:
         body = json.loads(raw)
     except ValueError as exc:
         raise ValidationError(f"the request body is not JSON: {exc}") from None
+    except RecursionError:
+        raise ValidationError("the request body is nested too deeply") from None
     if not isinstance(body, dict):
         raise ValidationError("the request body must be a JSON object")
     return body
@@ -138,9 +141,20 @@ async def delete_workflow(c: Writer, workflow_id: WorkflowId) -> Response:
 
 
 @router.post("/workflows/{workflow_id}/trigger", status_code=201)
-async def trigger_workflow(c: Executor, workflow_id: WorkflowId, body: Body) -> dict[str, Any]:
-    """Start a run with ``payload``; the same ``idempotency_key`` is the same run."""
+async def trigger_workflow(
+    c: Executor, workflow_id: WorkflowId, body: Body, response: Response
+) -> dict[str, Any]:
+    """Start a run with ``payload``; the same ``idempotency_key`` is the same run. With
+    ``dry_run`` (as strait-python's authoring helper sends it), check and start nothing."""
     c.check_project(body.get("project_id"))
+    dry = body.get("dry_run", False)
+    if not isinstance(dry, bool):
+        raise ValidationError("dry_run must be true or false")
+    if dry:
+        checked = await _catalog(c).check_trigger(c.tenant, workflow_id, body)
+        response.status_code = 200
+        steps = 0 if checked.definition is None else len(checked.definition)
+        return {"dry_run": True, "valid": True, "workflow_id": workflow_id, "step_count": steps}
     runs = _runs(c)
     instance = await _catalog(c).trigger(c.tenant, workflow_id, body, created_by=c.who)
     return await _shaped(runs, await runs.run_of(instance))
@@ -207,14 +221,16 @@ async def get_graph(c: Reader, workflow_id: WorkflowId) -> dict[str, Any]:
 @router.get("/workflow-runs")
 async def list_runs(
     c: Reader,
+    response: Response,
     project_id: str | None = None,
     status: str | None = None,
     limit: Limit = 50,
     cursor: str | None = None,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> list[dict[str, Any]]:
-    """A project's runs, newest first (a bare list, as the seed page shows); ``cursor`` is a
-    run's id's position as ``GET .../runs`` hands it out, or page with ``offset``."""
+    """A project's runs, newest first, as a bare list (as the seed page shows it). When more
+    follow, the ``X-Next-Cursor`` header (and a ``Link`` with ``rel="next"``) holds the
+    ``cursor`` of the next page; ``offset`` pages too."""
     if not project_id:
         raise ValidationError("project_id is required")
     c.check_project(project_id)
@@ -222,6 +238,12 @@ async def list_runs(
     page = await runs.list_runs(
         c.tenant, run_filter(status, limit=limit, cursor=cursor, offset=offset)
     )
+    if page.next_cursor is not None:
+        response.headers["X-Next-Cursor"] = page.next_cursor
+        following = {"project_id": project_id, "limit": str(limit), "cursor": page.next_cursor}
+        if status:
+            following["status"] = status
+        response.headers["Link"] = f'<{PREFIX}/workflow-runs?{urlencode(following)}>; rel="next"'
     return [await _shaped(runs, await runs.run_of(i)) for i in page.items]
 
 
@@ -290,7 +312,7 @@ async def approve_step(c: Executor, run_id: RunId, step_ref: StepRef, body: Body
     approver = body.get("approver")
     if approver is not None and not isinstance(approver, str):
         raise ValidationError("approver must be a string")
-    await _runs(c).approve(c.tenant, run_id, step_ref, approver or None)
+    await _runs(c).approve(c.tenant, run_id, step_ref, approver or c.who)
     return Response(status_code=200)
 
 
