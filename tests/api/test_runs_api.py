@@ -260,3 +260,49 @@ async def test_health_and_readiness_as_strait_serves_them(http: httpx.AsyncClien
         answer = await http.get(path)
         assert answer.status_code == 200, answer.text
         assert answer.json()["status"] == "ok"
+
+
+async def test_operations_the_state_forbids_are_409s_that_say_why(
+    http: httpx.AsyncClient, worker: Worker
+) -> None:
+    graph = await _workflow(
+        http,
+        "states",
+        [
+            {"step_ref": "gate", "step_type": "approval"},
+            {"step_ref": "a", "step_type": "job", "job_id": "echo", "depends_on": ["gate"]},
+        ],
+    )
+    run = (await http.post(f"/v1/workflows/{graph['id']}/trigger", json={})).json()
+    await worker.run_until_idle(advance=False)
+    base = f"/v1/workflow-runs/{run['id']}"
+    assert "not an approval" in failure(await http.post(f"{base}/steps/a/approve"), 409)
+    assert "only a settled step" in failure(await http.post(f"{base}/steps/gate/retry"), 409)
+    assert (await http.delete(base)).status_code == 200
+    assert "cannot resume" in failure(await http.post(f"{base}/resume"), 409)
+    assert "canceled" in failure(await http.post(f"{base}/steps/gate/force-complete"), 409)
+    assert "canceled" in failure(await http.post(f"{base}/steps/gate/replay-subtree"), 409)
+    assert (await http.get(base)).json()["status"] == "canceled"
+
+
+async def test_a_run_past_its_timeout_shows_timed_out(
+    http: httpx.AsyncClient, worker: Worker
+) -> None:
+    created = await http.post(
+        "/v1/workflows",
+        json={
+            "project_id": PROJECT,
+            "name": "late",
+            "slug": "late",
+            "timeout_secs": 60,
+            "steps": [{"step_ref": "gate", "step_type": "approval"}],
+        },
+    )
+    run = (await http.post(f"/v1/workflows/{created.json()['id']}/trigger", json={})).json()
+    assert run["expires_at"] is not None
+    await worker.run_until_idle()  # the fake clock jumps to the deadline
+    assert (await http.get(f"/v1/workflow-runs/{run['id']}")).json()["status"] == "timed_out"
+    listed = await http.get(
+        "/v1/workflow-runs", params={"project_id": PROJECT, "status": "timed_out"}
+    )
+    assert [r["id"] for r in listed.json()] == [run["id"]]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from stepstone.worker.worker import Worker
-from tests.graph_runs.support import Graphs, job, output
+from tests.graph_runs.support import TIMELINE, Graphs, job, output
 
 
 async def test_a_diamond_runs_each_step_once_after_its_parents(
@@ -29,3 +29,12 @@ async def test_a_diamond_runs_each_step_once_after_its_parents(
     assert steps == {"a": "completed", "b": "completed", "c": "completed", "d": "completed"}
     views = await graphs.steps(run.id)
     assert (views["d"].deps_completed, views["d"].deps_required) == (2, 2)
+    # Each job ran once, and after every one of its parents had run.
+    ran = [ref for event, ref in TIMELINE if event == "run"]
+    assert sorted(ran) == ["a", "b", "c", "d"]
+    assert ran[0] == "a"
+    assert ran[-1] == "d"
+    for child, parents in {"b": "a", "c": "a", "d": "bc"}.items():
+        started = views[child].started_at
+        assert started is not None
+        assert all(started >= (views[p].finished_at or started + 1) for p in parents)

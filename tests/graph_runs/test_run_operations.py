@@ -41,6 +41,10 @@ async def test_retry_makes_a_new_run_that_keeps_what_completed(
     statuses = await graphs.statuses(retried.id)
     assert statuses["a"] == statuses["side"] == "completed"
     assert statuses["b"] == "failed"
+    first, second = await graphs.steps(run.id), await graphs.steps(retried.id)
+    for kept in ("a", "side"):
+        assert second[kept].output == first[kept].output
+        assert second[kept].output is not None
     with pytest.raises(ConflictError):  # only ended runs are retried
         await graphs.runs.retry(TENANT, (await graphs.trigger(workflow)).id)
 

@@ -170,3 +170,18 @@ async def test_nesting_deeper_than_allowed_fails_the_step(graphs: Graphs, worker
     assert failed.status.value == "errored"
     # The middle run could not start its child two deep, and its failure is the top's.
     assert "nested 2 deep; the limit is 1" in (failed.error_message or "")
+
+
+async def test_runs_nest_ten_deep_but_not_eleven(graphs: Graphs, worker: Worker) -> None:
+    chain = [await graphs.create("level-0", [job("x", payload={"me": "bottom"})])]
+    for level in range(1, 12):
+        below = chain[-1].workflow.id
+        step = {"step_ref": "down", "step_type": "sub_workflow", "sub_workflow_id": below}
+        chain.append(await graphs.create(f"level-{level}", [step]))
+    ten_deep = await graphs.trigger(chain[10])
+    eleven_deep = await graphs.trigger(chain[11])
+    await worker.run_until_idle()
+    assert (await graphs.run(ten_deep.id)).status.value == "complete"
+    failed = await graphs.run(eleven_deep.id)
+    assert failed.status.value == "errored"
+    assert "nested 11 deep; the limit is 10" in (failed.error_message or "")
