@@ -11,12 +11,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
 
 from stepstone import WorkflowEntrypoint, WorkflowEvent, WorkflowStep
 from stepstone.domain.records import Claim
-from stepstone.domain.status import InstanceStatus
+from stepstone.domain.status import ON_CLAIM, RUNNABLE, InstanceStatus
 from stepstone.engine import Engine
 from stepstone.engine.engine import DEFAULT_TENANT
+from stepstone.runtime.clock import FakeClock
+from stepstone.runtime.executor import InstanceRun
 from stepstone.storage.base import NewInstance, StartLease
 from stepstone.storage.sql import SqlStore
 from stepstone.worker.worker import Worker, WorkerSettings
@@ -206,3 +211,56 @@ async def test_instances_handed_to_a_stopping_worker_go_back_to_the_database(
     assert back.ready_at <= engine.clock.now_ms()
     async with running(store, engine):
         await completed(engine, "two", "s")
+
+
+class Nap(WorkflowEntrypoint):
+    name = "nap"
+
+    async def run(self, event: WorkflowEvent, step: WorkflowStep) -> str:
+        await step.sleep("nap", int(event.payload["ms"]))
+        return str(await step.do("after", lambda: "awake"))
+
+
+class MoveLog:
+    """The real store, noting the status every move of a run asks for."""
+
+    def __init__(self, store: SqlStore) -> None:
+        self._store = store
+        self.targets: list[InstanceStatus] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def move(self, claim: Claim, **kwargs: Any) -> bool:
+        self.targets.append(kwargs["target"])
+        return await self._store.move(claim, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("ms", "moves"),
+    [(50, [S.COMPLETE]), (500, [S.WAITING, S.RUNNING, S.COMPLETE])],
+)
+async def test_a_held_wait_is_shown_as_waiting_unless_it_ends_at_once(
+    store: SqlStore, clock: FakeClock, ms: int, moves: list[InstanceStatus]
+) -> None:
+    """A run held in memory for its timer shows as waiting, but not for a timer about to fire
+    (an instance claimed just ahead of its timer): two moves would cost more than the wait."""
+    engine = Engine(store, clock=clock)
+    await engine.deploy_class(Nap)
+    await engine.create_instances("nap", [("n", {"ms": ms})])
+    [claim] = await store.claim("w", clock.now_ms(), 30_000, 1, RUNNABLE, start=ON_CLAIM)
+    log = MoveLog(store)
+    run = InstanceRun(claim, log, clock, engine.loader, hold_ms=1_000)  # type: ignore[arg-type]
+    driving = asyncio.create_task(run.drive())
+
+    async def settled() -> bool:
+        if not run.quiescent:
+            return False
+        return moves[0] is not S.WAITING or await status_of(engine, "nap", "n") is S.WAITING
+
+    await eventually(settled, what="the run to wait for its timer")
+    await clock.advance(ms)
+    await within(driving)
+    done = await instance_of(engine, "nap", "n")
+    assert (done.status, done.output) == (S.COMPLETE, '"awake"')
+    assert log.targets == moves

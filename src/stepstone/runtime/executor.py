@@ -35,6 +35,10 @@ T = TypeVar("T")
 S = InstanceStatus
 
 
+SHORT_WAIT_MS = 100
+"""A wait this short keeps the instance shown as running."""
+
+
 class StoreFailedError(BaseException):
     """The database failed under a running instance. Not an ``Exception``, so the workflow's
     code cannot catch it and go on with a history that was not committed: the run stops, and
@@ -312,7 +316,7 @@ class InstanceRun:
                     await self._stop(body)
                     await self._evict(ready_at, wake_for)
                     return
-                if not self._marked_waiting and not self.draining and not self.rolling_back:
+                if self._worth_marking():
                     await self._mark(S.WAITING, self._ready_at())
                 timer = self.clock.call_at(hold_until, self._poke)
                 try:
@@ -328,6 +332,15 @@ class InstanceRun:
                 if self._marked_waiting and self._active > 0:
                     await self._mark(S.RUNNING, self.clock.now_ms())
                 await self._signal
+
+    def _worth_marking(self) -> bool:
+        """Whether to show the held instance as waiting: not for a timer about to fire (an
+        instance claimed just before its timer, say), where the two moves, to waiting and
+        back to running, would cost more than the wait."""
+        if self._marked_waiting or self.draining or self.rolling_back:
+            return False
+        ready_at = self._ready_at()
+        return ready_at is None or ready_at - self.clock.now_ms() > SHORT_WAIT_MS
 
     def _worth_holding(self, hold_until: int) -> bool:
         """Whether to keep the waiting coroutine in memory until ``hold_until``: only if an

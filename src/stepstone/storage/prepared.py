@@ -49,7 +49,8 @@ class _Plan:
     sql: str
     bind: Callable[[Mapping[str, Any]], Any]
     dbapi_error: type[Exception]
-    records: dict[tuple[str, ...], type[Record]]
+    records: dict[int, type[Record]]
+    """Row classes by column count (one statement always returns the same columns)."""
 
 
 class Prepared:
@@ -133,11 +134,13 @@ class Prepared:
         return None if row is None else row[0]
 
     def _record_class(self, conn: Connection, cursor: Any) -> type[Record]:
-        names = tuple(d[0] for d in cursor.description)
+        """The row class for this statement's columns (made once: a statement's columns do
+        not change between executions)."""
         records = self._plan(conn.dialect).records
-        cls = records.get(names)
+        description = cursor.description
+        cls = records.get(len(description))
         if cls is None:
-            cls = records[names] = _record_class(names)
+            cls = records[len(description)] = _record_class(tuple(d[0] for d in description))
         return cls
 
 

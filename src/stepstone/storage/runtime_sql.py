@@ -17,6 +17,7 @@ from sqlalchemy import (
     Connection,
     Row,
     Select,
+    String,
     bindparam,
     case,
     delete,
@@ -144,17 +145,23 @@ class RuntimeQueries:
                 return []
             taking: dict[str, Any] = {"owner": owner, "expires": now + lease_ms, "now": now}
             result: Sequence[Any]
-            if len(chosen) == 1 or self._dialect.in_process:
+            if len(chosen) == 1:
                 one = _claim_statement(moves, one=True)
-                result = [r for pk in chosen for r in one.all(conn, {**taking, "pk": pk})]
+                result = one.all(conn, {**taking, "pk": next(iter(chosen))})
+            elif self._dialect.in_process:
+                # One prepared statement for any number of keys, handed over as a JSON list.
+                taking["pks"] = json.dumps(list(chosen))
+                result = _claim_listed(moves).all(conn, taking)
             else:
                 taking["pks"] = list(chosen)
                 result = conn.execute(_claim_statement(moves, one=False), taking).all()
             histories: dict[int, list[StepRecord]] = {pk: [] for pk in chosen}
             with_steps = [pk for pk, has_steps in chosen.items() if has_steps]
             found_steps: Sequence[Any] = []
-            if len(with_steps) == 1 or (with_steps and self._dialect.in_process):
-                found_steps = [r for pk in with_steps for r in _STEPS.all(conn, {"pk": pk})]
+            if len(with_steps) == 1:
+                found_steps = _STEPS.all(conn, {"pk": with_steps[0]})
+            elif with_steps and self._dialect.in_process:
+                found_steps = _STEPS_LISTED.all(conn, {"pks": json.dumps(with_steps)})
             elif with_steps:
                 found_steps = conn.execute(_STEPS_OF_MANY, {"pks": with_steps}).all()
             for row in found_steps:
@@ -422,9 +429,8 @@ def _candidates(statuses: frozenset[str], *, expired: bool) -> Select[Any]:
     )
 
 
-@functools.cache
-def _claim_statement(start: tuple[tuple[str, str], ...], *, one: bool) -> Any:
-    """Take the chosen instances (``pk``, or the list ``pks``), moving them by ``start``."""
+def _claim_update(start: tuple[tuple[str, str], ...]) -> Any:
+    """Take instances under a lease, moving them by ``start``; returns every column."""
     values: dict[str, Any] = {
         "lease_owner": bindparam("owner"),
         "lease_expires_at": bindparam("expires"),
@@ -441,13 +447,27 @@ def _claim_statement(start: tuple[tuple[str, str], ...], *, one: bool) -> Any:
             else_=instances.c.started_at,
         )
         values["modified_at"] = case((moving, bindparam("now")), else_=instances.c.modified_at)
-    chosen = (
-        instances.c.pk == bindparam("pk")
-        if one
-        else instances.c.pk.in_(bindparam("pks", expanding=True))
-    )
-    statement = update(instances).where(chosen).values(values).returning(*instances.c)
-    return Prepared(statement) if one else statement
+    return update(instances).values(values).returning(*instances.c)
+
+
+@functools.cache
+def _claim_statement(start: tuple[tuple[str, str], ...], *, one: bool) -> Any:
+    """Take the chosen instances (``pk``, or the list ``pks``), moving them by ``start``."""
+    if one:
+        return Prepared(_claim_update(start).where(instances.c.pk == bindparam("pk")))
+    return _claim_update(start).where(instances.c.pk.in_(bindparam("pks", expanding=True)))
+
+
+def _listed() -> Any:
+    """The keys of a JSON list bound as ``pks``, as a subquery (SQLite's ``json_each``): one
+    prepared statement for any number of keys."""
+    each = func.json_each(bindparam("pks", type_=String)).table_valued("value")
+    return select(each.c.value).scalar_subquery()
+
+
+@functools.cache
+def _claim_listed(start: tuple[tuple[str, str], ...]) -> Prepared:
+    return Prepared(_claim_update(start).where(instances.c.pk.in_(_listed())))
 
 
 @functools.cache
@@ -538,6 +558,11 @@ _NEXT_WAKEUP = Prepared(
     select(*_TIMERS, select(func.min(cron_schedules.c.next_at)).scalar_subquery())
 )
 _STEPS = Prepared(select(steps).where(steps.c.instance_pk == bindparam("pk")).order_by(steps.c.seq))
+_STEPS_LISTED = Prepared(
+    select(steps)
+    .where(steps.c.instance_pk.in_(_listed()))
+    .order_by(steps.c.instance_pk, steps.c.seq)
+)
 _STEPS_OF_MANY = (
     select(steps)
     .where(steps.c.instance_pk.in_(bindparam("pks", expanding=True)))
