@@ -134,6 +134,8 @@ class Worker:
         self._lapsed_at = -(10**15)
         self._look_at: int | None = None
         """When to look for work next though nothing signals (``None``: now)."""
+        self._look_floor: int | None = None
+        """A time ``_look_at`` must not be later than (a run left memory until then)."""
         self._backlog = True
         """The last claim took all the worker had room for: more may be ready in the database.
         While so, a slot that frees claims again, and new instances are not started eagerly."""
@@ -226,6 +228,9 @@ class Worker:
     async def _idle(self, stop: asyncio.Event) -> None:
         if self._look_at is None:
             self._look_at = await self._next_look()
+        if self._look_floor is not None:
+            self._look_at = min(self._look_at, self._look_floor)
+            self._look_floor = None
         until = self._look_at
         waits = [
             asyncio.ensure_future(self.notifier.wait()),
@@ -344,10 +349,11 @@ class Worker:
             log.error("instance %s failed inside the runtime", pk, exc_info=task.exception())
 
     def _look_by(self, ready_at: int) -> None:
-        """An instance left memory until ``ready_at``: look for work by then."""
+        """An instance left memory until ``ready_at``: look for work by then. (Noted apart
+        from ``_look_at``, which a look at the database may be computing right now.)"""
         when = ready_at - self.settings.claim_ahead_ms
-        if self._look_at is not None and when < self._look_at:
-            self._look_at = when
+        if self._look_floor is None or when < self._look_floor:
+            self._look_floor = when
             self.notifier.look_again()
 
     # ------------------------------------------------------------ eager start (``Taker``)
