@@ -182,7 +182,7 @@ class Worker:
                         await asyncio.wait_for(stop.wait(), delay)
                     continue
                 await self._idle(stop)
-                if heartbeat.done():
+                if heartbeat.done() and not stop.is_set():
                     heartbeat.result()  # a dead heartbeat stops the worker loudly
                     raise RuntimeError("the heartbeat task ended")
         finally:
@@ -352,9 +352,12 @@ class Worker:
         """An instance left memory until ``ready_at``: look for work by then. (Noted apart
         from ``_look_at``, which a look at the database may be computing right now.)"""
         when = ready_at - self.settings.claim_ahead_ms
+        if self._look_at is not None and when >= self._look_at:
+            return  # the next look comes by then anyway
         if self._look_floor is None or when < self._look_floor:
             self._look_floor = when
-            self.notifier.look_again()
+            if self._look_at is not None:  # else the look being chosen will heed the floor
+                self.notifier.look_again()
 
     # ------------------------------------------------------------ eager start (``Taker``)
     def room(self) -> int:
