@@ -105,7 +105,11 @@ async def test_a_database_restart_mid_run_loses_nothing(
     release = tmp_path / "release-the-keeper"
     env = {**FAST_LEASE, "FAULTS_SIDE_EFFECTS": str(effects), "FAULTS_RELEASE": str(release)}
     worker = WorkerProcess(url, tmp_path / "worker.log", env=env)
-    server = Server(url, tmp_path / "api.log", env=env, command=("serve", "--role", "api"))
+    try:
+        server = Server(url, tmp_path / "api.log", env=env, command=("serve", "--role", "api"))
+    except BaseException:
+        worker.stop()  # never leave a worker behind to load the machine
+        raise
     try:
         assert (await _api_status(server, token))[0] == 200
         store = await open_store(url, migrate=False)

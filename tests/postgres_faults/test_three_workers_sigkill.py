@@ -111,9 +111,11 @@ async def test_sigkill_one_of_three_workers_loses_nothing(
     stepstone("deploy", str(source), "--db", url)
 
     env = {**FAST_LEASE, "FAULTS_EXECUTIONS_URL": libpq_url(url)}
-    workers = [WorkerProcess(url, tmp_path / f"worker-{n}.log", env=env) for n in range(3)]
+    workers: list[WorkerProcess] = []
     holds = [f"r{i:04d}" for i in range(0, INSTANCES, HOLD_EVERY)]
     try:
+        for n in range(3):  # one by one: a worker that fails to start stops those before it
+            workers.append(WorkerProcess(url, tmp_path / f"worker-{n}.log", env=env))
         store = await open_store(url, migrate=False)
         try:
             engine = Engine(store)

@@ -1,4 +1,4 @@
-"""The kept instance counts (triggers, migration 0003) always equal counting the rows.
+"""The kept instance counts (triggers, migrations 0003 and 0005) always equal counting the rows.
 
 Lists' ``total_count`` and the workflow list's per-status counts read them, so every way an
 instance is created, moves, or goes away is exercised here and checked against a real count.
@@ -115,3 +115,27 @@ async def test_counts_follow_purges_and_deletes(
     await engine.deploy_class(Mixed)
     await engine.create_instance("mixed", instance_id="again")
     assert await _assert_counts_exact(engine, store, "mixed") == {"queued": 1}
+
+
+async def test_counts_follow_statements_of_many_rows(
+    engine: Engine, store: SqlStore, worker: Worker, clock: FakeClock
+) -> None:
+    """One statement inserting or deleting many rows is counted once per (workflow, status)
+    group on PostgreSQL (migration 0005): the totals must still be exact."""
+    await engine.deploy_class(Mixed)
+    await engine.create_instances(
+        "mixed", [(f"i{k}", "fail" if k % 3 == 0 else "ok") for k in range(300)]
+    )
+    await worker.run_until_idle(advance=False)
+    workflow = await engine.get_workflow("mixed")
+    columns = [c for c in instances.c if c.name not in ("pk", "id")]
+    copy = instances.insert().from_select(
+        ["id", *(c.name for c in columns)],
+        select(instances.c.id + "-copy", *columns).where(instances.c.workflow_id == workflow.id),
+    )
+    await store._db.write(lambda conn: conn.execute(copy))
+    assert await _assert_counts_exact(engine, store, "mixed") == {"complete": 400, "errored": 200}
+
+    copies = instances.delete().where(instances.c.id.like("%-copy"))
+    await store._db.write(lambda conn: conn.execute(copies))
+    assert await _assert_counts_exact(engine, store, "mixed") == {"complete": 200, "errored": 100}

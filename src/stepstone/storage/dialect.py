@@ -68,7 +68,7 @@ def _alembic_config(connection: Connection) -> Any:
     return config
 
 
-SCHEMA_REVISION = "0004"
+SCHEMA_REVISION = "0005"
 """The newest migration (a test keeps it equal to Alembic's head): a database already there
 needs no migration, so a process starts without loading Alembic at all (about 8 MB)."""
 
