@@ -13,6 +13,7 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import func, select
 
 from stepstone import WorkflowEntrypoint
 from stepstone.api import create_app
@@ -21,6 +22,7 @@ from stepstone.engine import DEFAULT_TENANT, Engine
 from stepstone.engine.keys import KeyService
 from stepstone.runtime.clock import FakeClock
 from stepstone.storage.sql import SqlStore
+from stepstone.storage.tables import events
 from stepstone.worker.worker import Worker
 from tests.api import flows
 
@@ -409,6 +411,32 @@ async def test_an_event_reaches_a_waiting_instance(
         params={"name": "approval", "type": "waitForEvent"},
     )
     assert wait == {"status": "complete", "error": None, "output": {"user": "bo"}}
+
+
+async def test_an_event_for_no_instance_or_a_finished_one_is_refused(
+    engine: Engine, store: SqlStore, worker: Worker, acme: Api, keys: Keys
+) -> None:
+    """The instance is found and the event stored in one transaction: each way it can be
+    missing, or past taking events, still answers with its own error and stores nothing."""
+    await deploy(engine, flows.Approval)
+    await acme.ok("POST", "workflows/approval/instances", json={"instance_id": "a"})
+    await worker.run_until_idle(advance=False)
+    send = "workflows/{}/instances/{}/events/approved"
+    message = failure(await acme.call("POST", send.format("nope", "a"), json={}), 404)
+    assert "workflow 'nope' not found" in message
+    message = failure(await acme.call("POST", send.format("approval", "b"), json={}), 404)
+    assert "instance 'b'" in message
+    globex = replace(acme, token=keys.globex, account="globex")
+    failure(await globex.call("POST", send.format("approval", "a"), json={}), 404)
+
+    await acme.ok("PATCH", "workflows/approval/instances/a/status", json={"status": "terminate"})
+    message = failure(await acme.call("POST", send.format("approval", "a"), json={}), 400)
+    assert "is terminated; it takes no more events" in message
+    assert (await engine.get_instance("approval", "a", tenant="acme")).instance.status is (
+        InstanceStatus.TERMINATED
+    )
+    stored = select(func.count()).select_from(events)
+    assert await store._db.read(lambda conn: conn.execute(stored).scalar_one()) == 0
 
 
 # ---------------------------------------------------------------------- no 500s

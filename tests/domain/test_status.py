@@ -56,7 +56,7 @@ def test_legal_transitions(
         (A.RESUME, S.COMPLETE),
         (A.PAUSE, S.ROLLING_BACK),
         (A.RESTART, S.QUEUED),
-        *[(a, s) for s in TERMINAL for a in (A.PAUSE, A.RESUME, A.TERMINATE)],
+        *[(a, s) for s in sorted(TERMINAL) for a in (A.PAUSE, A.RESUME, A.TERMINATE)],
     ],
 )
 def test_illegal_transitions_name_the_action_and_status(

@@ -61,6 +61,7 @@ from stepstone.storage.base import (
 DEFAULT_TENANT = "local"
 """The tenant of `stepstone dev` and of CLI commands without ``--tenant``."""
 S = InstanceStatus
+_TAKES_EVENTS = frozenset(s for s in InstanceStatus if not s.is_terminal)
 
 
 @dataclass(frozen=True, slots=True)
@@ -407,18 +408,26 @@ class Engine:
     ) -> None:
         if not isinstance(event_type, str) or not event_type or len(event_type) > 255:
             raise ValidationError("an event type must be a string of 1 to 255 characters")
-        workflow = await self._workflow(tenant, workflow_name)
-        instance = await self._instance(workflow, instance_id)
-        if instance.status.is_terminal:
-            raise ValidationError(
-                f"instance {instance_id!r} is {instance.status.value}; it takes no more events"
-            )
         text = jsonvalue.encode(payload, what="the event payload")
-        await self.store.add_event(
-            instance.pk, event_type, text, self.clock.now_ms(), wake={S.WAITING}
+        delivery = await self.store.deliver_event(
+            tenant,
+            workflow_name,
+            instance_id,
+            event_type,
+            text,
+            self.clock.now_ms(),
+            accept=_TAKES_EVENTS,
+            wake={S.WAITING},
         )
-        self.notifier.instance_changed(instance.pk)
-        if instance.lease_owner is None:  # held by a worker: it wakes the wait in memory
+        if delivery is None:
+            await self._instance(await self._workflow(tenant, workflow_name), instance_id)
+            raise NotFoundError(f"instance {instance_id!r} not found")  # deleted meanwhile
+        if not delivery.added:
+            raise ValidationError(
+                f"instance {instance_id!r} is {delivery.status.value}; it takes no more events"
+            )
+        self.notifier.instance_changed(delivery.pk)
+        if not delivery.held:  # held by a worker: it wakes the wait in memory
             self.notifier.work_available()
 
     async def change_status(

@@ -137,6 +137,18 @@ class RunFilter:
 
 
 @dataclass(frozen=True, slots=True)
+class EventDelivery:
+    """What ``deliver_event`` found: the instance, and whether it took the event."""
+
+    pk: int
+    status: InstanceStatus
+    held: bool
+    """Leased by a worker, which wakes the waiting instance in memory."""
+    added: bool
+    """False when the instance's status takes no events."""
+
+
+@dataclass(frozen=True, slots=True)
 class WaitingStep:
     """An instance's step waiting for an event (the workflow-runs API sends to keys)."""
 
@@ -242,6 +254,23 @@ class Store(Protocol):
     async def add_event(
         self, pk: int, type: str, payload: str, now: int, *, wake: Collection[InstanceStatus]
     ) -> Event: ...
+    async def deliver_event(
+        self,
+        tenant: str,
+        workflow_name: str,
+        instance_id: str,
+        type: str,
+        payload: str,
+        now: int,
+        *,
+        accept: Collection[InstanceStatus],
+        wake: Collection[InstanceStatus],
+    ) -> EventDelivery | None:
+        """Find the instance by name and buffer the event for it if its status is in
+        ``accept``, in one transaction (one round trip to the database thread, not three);
+        ``None`` if there is no such instance."""
+        ...
+
     async def load_steps(self, pk: int) -> list[StepRecord]: ...
 
     # runs, as the workflow-runs API sees them

@@ -30,6 +30,7 @@ from stepstone.storage import events_sql, rows
 from stepstone.storage.base import (
     KEEP,
     DueSchedule,
+    EventDelivery,
     InstanceFilter,
     NewInstance,
     Page,
@@ -261,6 +262,38 @@ class SqlStore(RuntimeQueries, RunQueries, CatalogQueries, KeyQueries):
         )
         return Event(seq=seq, type=type, payload=payload, received_at=now)
 
+    async def deliver_event(
+        self,
+        tenant: str,
+        workflow_name: str,
+        instance_id: str,
+        type: str,
+        payload: str,
+        now: int,
+        *,
+        accept: Collection[InstanceStatus],
+        wake: Collection[InstanceStatus],
+    ) -> EventDelivery | None:
+        accepted = frozenset(s.value for s in accept)
+        statuses = frozenset(s.value for s in wake)
+        params = {"tenant": tenant, "name": workflow_name, "id": instance_id}
+
+        def tx(conn: Connection) -> EventDelivery | None:
+            row = _EVENT_TARGET.first(conn, params)
+            if row is None:
+                return None
+            added = row.status in accepted
+            if added:
+                events_sql.add_event(conn, self._dialect, row.pk, type, payload, now, statuses)
+            return EventDelivery(
+                pk=row.pk,
+                status=InstanceStatus(row.status),
+                held=row.lease_owner is not None,
+                added=added,
+            )
+
+        return await self._db.write(tx)
+
     async def due_schedules(self, now: int, limit: int) -> list[DueSchedule]:
         query = (
             select(
@@ -313,6 +346,15 @@ _BY_ID = Prepared(
     )
 )
 _BY_PK = Prepared(select(instances).where(instances.c.pk == bindparam("pk")))
+_EVENT_TARGET = Prepared(
+    select(instances.c.pk, instances.c.status, instances.c.lease_owner)
+    .join(workflows, workflows.c.id == instances.c.workflow_id)
+    .where(
+        workflows.c.tenant == bindparam("tenant"),
+        workflows.c.name == bindparam("name"),
+        instances.c.id == bindparam("id"),
+    )
+)
 _INSERT_ONE = Prepared(
     insert(instances)
     .values({c: bindparam(c) for c in rows.NEW_INSTANCE_COLUMNS})
