@@ -8,6 +8,7 @@ import importlib.metadata
 import os
 import platform
 import shlex
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -61,8 +62,15 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _unwind_on_sigterm() -> None:
+    """Let a SIGTERM (a timeout, a kill) unwind like Ctrl-C: the run in progress has its
+    process killed and its PostgreSQL database dropped, instead of both living on."""
+    signal.signal(signal.SIGTERM, lambda _signal, _frame: sys.exit(128 + signal.SIGTERM))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
+    _unwind_on_sigterm()
     if args.db != "sqlite" and not args.db.startswith(("postgresql", "postgres")):
         raise SystemExit("--db takes sqlite or a postgresql:// URL")
     workloads = tuple(w for w in args.workloads.split(",") if w)
