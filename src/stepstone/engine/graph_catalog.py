@@ -172,8 +172,7 @@ class GraphCatalog:
         triggered_by: str = "manual",
     ) -> Instance:
         """Start a run; a trigger repeated with the same ``idempotency_key`` is the same run."""
-        current, request = await self._triggerable(tenant, workflow_id, body)
-        assert current.version is not None
+        current, version, request, params = await self._triggerable(tenant, workflow_id, body)
         run_id = (
             str(uuid.uuid5(_IDEMPOTENT_RUNS, f"{current.workflow.id}/{request.idempotency_key}"))
             if request.idempotency_key
@@ -187,10 +186,10 @@ class GraphCatalog:
         timeout = current.spec.timeout_secs
         new = NewInstance(
             workflow_id=current.workflow.id,
-            version_id=current.version.id,
+            version_id=version.id,
             tenant=tenant,
             id=run_id,
-            params=jsonvalue.encode(request.payload, what="the run's payload"),
+            params=params,
             trigger_source=TriggerSource.CRON if triggered_by == "cron" else TriggerSource.API,
             tags=request.tags,
             max_parallel_steps=current.spec.max_parallel_steps,
@@ -209,20 +208,21 @@ class GraphCatalog:
         self, tenant: str, workflow_id: str, body: Mapping[str, Any]
     ) -> GraphWorkflow:
         """Everything a trigger checks, without starting a run (a dry run)."""
-        current, _request = await self._triggerable(tenant, workflow_id, body)
-        return current
+        return (await self._triggerable(tenant, workflow_id, body))[0]
 
     async def _triggerable(
         self, tenant: str, workflow_id: str, body: Mapping[str, Any]
-    ) -> tuple[GraphWorkflow, _TriggerRequest]:
+    ) -> tuple[GraphWorkflow, Version, _TriggerRequest, str]:
+        """The workflow, its version to run, the request and its payload's JSON, once every
+        check a trigger makes has passed."""
         current = await self.get(tenant, workflow_id)
         if current.version is None:
             raise ValidationError(f"workflow {current.workflow.name!r} has no version to run")
         if not current.spec.enabled:
             raise ConflictError(f"workflow {current.workflow.name!r} is disabled")
         request = _TriggerRequest.read(body, current.definition)
-        jsonvalue.encode(request.payload, what="the run's payload")
-        return current, request
+        params = jsonvalue.encode(request.payload, what="the run's payload")
+        return current, current.version, request, params
 
 
 @dataclass(frozen=True, slots=True)

@@ -236,7 +236,7 @@ class RuntimeQueries:
             return self._save_fenced(conn, items)
         pks = sorted({claim.instance.pk for claim, _ in items})
         found = (
-            [row for pk in pks for row in _LEASE.all(conn, {"pk": pk})]
+            _LEASE.all(conn, {"pk": pks[0]})
             if len(pks) == 1
             else conn.execute(_LEASES, {"pks": pks}).all()
         )
@@ -259,16 +259,7 @@ class RuntimeQueries:
     def _save_fenced(
         self, conn: Connection, items: Sequence[tuple[Claim, Sequence[StepRecord]]]
     ) -> list[LeaseLostError | None]:
-        values = [
-            {
-                "instance_pk": claim.instance.pk,
-                "f_owner": claim.owner,
-                "f_epoch": claim.epoch,
-                **rows.step_values(r),
-            }
-            for claim, records in items
-            for r in records
-        ]
+        values = [_fenced_values(claim, r) for claim, records in items for r in records]
         if self._fenced_upsert_step.run_many(conn, values) == len(values):
             return [None] * len(items)
         # Some rows were not written: a lease is gone, or a step was settled already.
@@ -278,12 +269,7 @@ class RuntimeQueries:
         self, conn: Connection, claim: Claim, records: Sequence[StepRecord]
     ) -> LeaseLostError | None:
         """One result, fenced in the statement that writes it (one statement, not two)."""
-        params = {
-            "instance_pk": claim.instance.pk,
-            "f_owner": claim.owner,
-            "f_epoch": claim.epoch,
-            **rows.step_values(records[0]),
-        }
+        params = _fenced_values(claim, records[0])
         if self._fenced_upsert_step.run(conn, params).rowcount == 1:
             return None
         # Nothing written: the lease is gone, or the step was settled already (which a write
@@ -629,6 +615,16 @@ _FENCE = Prepared(
     )
     .with_for_update()
 )
+
+
+def _fenced_values(claim: Claim, record: StepRecord) -> dict[str, Any]:
+    """The parameters of the fenced step write: the record, and the lease it needs."""
+    return {
+        "instance_pk": claim.instance.pk,
+        "f_owner": claim.owner,
+        "f_epoch": claim.epoch,
+        **rows.step_values(record),
+    }
 
 
 def _lease_lost(conn: Connection, claim: Claim) -> LeaseLostError | None:

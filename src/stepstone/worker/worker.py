@@ -93,6 +93,11 @@ def _freeze_what_lives_now() -> None:
 GC_YOUNG_THRESHOLD = 10_000
 
 
+def _is_new(claim: Claim) -> bool:
+    """Nothing done yet: a new instance (or one restarted afresh)."""
+    return not claim.steps
+
+
 def new_worker_id() -> str:
     return f"{socket.gethostname()[:32]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
@@ -306,7 +311,7 @@ class Worker:
             claimed += len(claims)
             if len(claims) < batch:
                 # Short: nothing more is ready, unless the cap on new ones held some back.
-                taken_new = sum(1 for claim in claims if not claim.steps)
+                taken_new = sum(1 for claim in claims if _is_new(claim))
                 self._backlog = new_room < batch and taken_new >= new_room
                 break
         else:
@@ -327,7 +332,7 @@ class Worker:
         )
         task = asyncio.create_task(run.drive(), name=f"instance {claim.instance.id}")
         self._runs[claim.instance.pk] = (run, task)
-        if not claim.steps:  # nothing done yet: a new instance (or one restarted afresh)
+        if _is_new(claim):
             self._new.add(claim.instance.pk)
         task.add_done_callback(functools.partial(self._done, claim.instance.pk))
         return task
