@@ -2,15 +2,18 @@
 
 Claims, event takes and cron ticks are decided in the database (``FOR UPDATE SKIP LOCKED``, the
 lease fence, compare-and-set), so each of these races has exactly one winner however they
-interleave.
+interleave. (An event is read by the wait that takes it and consumed by the commit of the wait's
+completed record: the commit decides.)
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -109,12 +112,29 @@ def _approval_record() -> StepRecord:
     )
 
 
-async def _take(store: SqlStore, claim: Claim, now: int) -> Event | None:
+async def _take(
+    store: SqlStore, claim: Claim, now: int, wait: StepRecord | None = None
+) -> Event | None:
+    """What a run's wait does: read the earliest pending event, then commit the completed wait,
+    which consumes the event (refused if the claim is stale or the event was taken)."""
+    wait = wait or _approval_record()
+    assert wait.event_type is not None
+    event = await store.pending_event(claim.instance.pk, wait.event_type)
+    if event is None:
+        return None
+    output = {"type": event.type, "payload": json.loads(event.payload), "timestamp": now}
+    done = replace(
+        wait,
+        state=StepState.COMPLETE,
+        ended_at=now,
+        output=json.dumps(output),
+        event_seq=event.seq,
+    )
     try:
-        taken = await store.take_event(claim, _approval_record(), now)
+        await store.save_steps(claim, [done])
     except LeaseLostError:
         return None
-    return None if taken is None else taken[0]
+    return event
 
 
 async def _take_over_and_take(store: SqlStore, pks: set[int], now: int) -> dict[int, Event | None]:
@@ -190,7 +210,7 @@ async def test_two_waits_for_one_buffered_event_take_it_once(stores: list[SqlSto
     # Two parallel waits for the same event type in each instance, through different pools.
     outcomes = await asyncio.gather(
         *(
-            stores[(n + side) % len(stores)].take_event(claim, wait(name), T0)
+            _take(stores[(n + side) % len(stores)], claim, T0, wait(name))
             for n, claim in enumerate(claims)
             for side, name in enumerate(("left", "right"))
         )

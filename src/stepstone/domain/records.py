@@ -159,6 +159,9 @@ class StepRecord:
     error_name: str | None = None
     error_message: str | None = None
     event_type: str | None = None
+    event_seq: int | None = None
+    """The event a completed wait took, until the commit that carries this record marks the
+    event consumed (not a column: committed steps have it as ``None``)."""
 
     @property
     def key(self) -> tuple[str, int]:

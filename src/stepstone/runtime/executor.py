@@ -10,15 +10,16 @@ as ``ready_at`` so a timer, an event or a resume brings it back to any worker.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from stepstone.domain import jsonvalue
 from stepstone.domain.errors import DeterminismError, StepstoneError, StoreUnavailableError
-from stepstone.domain.records import Claim, StepRecord
+from stepstone.domain.records import Claim, StepRecord, StepState
 from stepstone.domain.status import InstanceStatus, runtime_sources
 from stepstone.runtime.clock import Clock
 from stepstone.runtime.graph_run import GraphWorkflow
@@ -121,6 +122,8 @@ class InstanceRun:
         """What the supervisor last looked at: (quiescent, pause requested, draining)."""
         self._marked_waiting = False
         self._deferred: list[StepRecord] = []
+        self._taken: set[int] = set()
+        """Events this run's waits took (their consumption may not be committed yet)."""
         self._log = logging.LoggerAdapter(
             log, {"instance": claim.instance.id, "workflow_id": claim.instance.workflow_id}
         )
@@ -136,20 +139,44 @@ class InstanceRun:
     def defer(self, record: StepRecord) -> None:
         """Keep ``record`` for the instance's next commit instead of committing it now.
 
-        For records whose loss a replay makes good by itself: a sleep that started or ended.
-        Replay finds a sleep it has no record of as new, and one past its deadline as ended,
-        so nothing is lost if the worker dies first; and the next commit (a step's result, a
-        status move, the eviction that lets the instance leave memory) always carries them.
+        For records whose loss a replay makes good by itself: a sleep that started or ended, a
+        wait that took its event. Replay finds a sleep it has no record of as new, one past its
+        deadline as ended, and a wait's event still pending, so nothing is lost if the worker
+        dies first; and the next commit (a step's result, a status move, the eviction that lets
+        the instance leave memory) always carries them.
         """
         self._deferred.append(record)
         self.history.remember(record)
 
     async def take_event(self, record: StepRecord) -> StepRecord | None:
-        taken = await _stored(self.store.take_event(self.claim, record, self.clock.now_ms()))
-        if taken is None:
+        """Complete the wait ``record`` with the earliest pending event of its type that no
+        other wait of this run took, or return None.
+
+        Deferred like a sleep's end (``defer``): the record, and with it the event's
+        consumption, commits with the instance's next commit. Until then the event stays
+        pending, so if the run is lost first, its replay takes the very same event.
+        """
+        assert record.event_type is not None
+        event = await _stored(
+            self.store.pending_event(self.claim.instance.pk, record.event_type, self._taken)
+        )
+        if event is None:
             return None
-        self.history.remember(taken[1])
-        return taken[1]
+        self._taken.add(event.seq)
+        output = {
+            "type": event.type,
+            "payload": json.loads(event.payload),
+            "timestamp": event.received_at,
+        }
+        done = replace(
+            record,
+            state=StepState.COMPLETE,
+            ended_at=self.clock.now_ms(),
+            output=json.dumps(output),
+            event_seq=event.seq,
+        )
+        self.defer(done)
+        return done
 
     def activity_started(self) -> None:
         """An attempt starts running: an instance with one is never evicted. (A pair of

@@ -352,9 +352,12 @@ class Store(Protocol):
         with the other step results committed at the same time."""
         ...
 
-    async def take_event(
-        self, claim: Claim, record: StepRecord, now: int
-    ) -> tuple[Event, StepRecord] | None: ...
+    async def pending_event(self, pk: int, type: str, skip: Collection[int] = ()) -> Event | None:
+        """The earliest event of ``type`` sent to instance ``pk`` and not consumed, leaving out
+        the events numbered in ``skip``. A read: the event is consumed by the commit of the
+        wait's completed record (``StepRecord.event_seq``), fenced like any step result."""
+        ...
+
     async def move(
         self,
         claim: Claim,

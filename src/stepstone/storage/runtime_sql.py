@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import (
@@ -254,6 +253,9 @@ class RuntimeQueries:
             self._upsert_step.run(conn, values[0])
         elif values:
             self._upsert_step.run_many(conn, values)
+        for (claim, records), outcome in zip(items, outcomes, strict=True):
+            if outcome is None:
+                _consume(conn, claim.instance.pk, records)
         return outcomes
 
     def _save_fenced(
@@ -261,9 +263,14 @@ class RuntimeQueries:
     ) -> list[LeaseLostError | None]:
         values = [_fenced_values(claim, r) for claim, records in items for r in records]
         if self._fenced_upsert_step.run_many(conn, values) == len(values):
-            return [None] * len(items)
-        # Some rows were not written: a lease is gone, or a step was settled already.
-        return [_lease_lost(conn, claim) for claim, _ in items]
+            outcomes: list[LeaseLostError | None] = [None] * len(items)
+        else:
+            # Some rows were not written: a lease is gone, or a step was settled already.
+            outcomes = [_lease_lost(conn, claim) for claim, _ in items]
+        for (claim, records), outcome in zip(items, outcomes, strict=True):
+            if outcome is None:
+                _consume(conn, claim.instance.pk, records)
+        return outcomes
 
     def _save_one_step(
         self, conn: Connection, claim: Claim, records: Sequence[StepRecord]
@@ -271,39 +278,19 @@ class RuntimeQueries:
         """One result, fenced in the statement that writes it (one statement, not two)."""
         params = _fenced_values(claim, records[0])
         if self._fenced_upsert_step.run(conn, params).rowcount == 1:
+            _consume(conn, claim.instance.pk, records)
             return None
         # Nothing written: the lease is gone, or the step was settled already (which a write
         # under a held lease may meet, and leaves as it is).
         return _lease_lost(conn, claim)
 
-    async def take_event(
-        self, claim: Claim, record: StepRecord, now: int
-    ) -> tuple[Event, StepRecord] | None:
-        pk = claim.instance.pk
-
-        def tx(conn: Connection) -> tuple[Event, StepRecord] | None:
-            _fence(conn, claim)
-            row = _PENDING_EVENT.first(conn, {"pk": pk, "type": record.event_type})
-            if row is None:
-                return None
-            taken = _TAKE_EVENT.run(
-                conn, {"b_seq": row.seq, "b_name": record.name, "b_count": record.count}
-            )
-            if taken.rowcount != 1:
-                return None
-            event = Event(row.seq, row.type, row.payload, row.received_at)
-            output = {
-                "type": event.type,
-                "payload": json.loads(event.payload),
-                "timestamp": event.received_at,
-            }
-            done = replace(
-                record, state=StepState.COMPLETE, ended_at=now, output=json.dumps(output)
-            )
-            self._upsert_step.run(conn, {"instance_pk": pk, **rows.step_values(done)})
-            return event, done
-
-        return await self._db.write(tx)
+    async def pending_event(self, pk: int, type: str, skip: Collection[int] = ()) -> Event | None:
+        params = {"pk": pk, "type": type, "limit": len(skip) + 1}
+        found = await self._db.lookup(lambda conn: _PENDING_EVENTS.all(conn, params))
+        for row in found:
+            if row.seq not in skip:
+                return Event(row.seq, row.type, row.payload, row.received_at)
+        return None
 
     async def move(
         self,
@@ -338,6 +325,7 @@ class RuntimeQueries:
             moved = statement.run(conn, params).rowcount
             if moved == 1 and step_values:
                 self._upsert_step.run_many(conn, step_values)
+                _consume(conn, pk, steps)
             if moved == 1 and types:
                 # An event that arrived while the instance still looked busy must not wait for
                 # the deadline: in this same transaction, wake the instance if one is pending.
@@ -577,7 +565,7 @@ _FENCED_STEP = (
 )
 """A step's row, selected only while the claim holds its instance (whose row PostgreSQL
 locks until the transaction ends, as ``_FENCE`` does)."""
-_PENDING_EVENT = Prepared(
+_PENDING_EVENTS = Prepared(
     select(events)
     .where(
         events.c.instance_pk == bindparam("pk"),
@@ -585,11 +573,15 @@ _PENDING_EVENT = Prepared(
         events.c.consumed_by_name.is_(None),
     )
     .order_by(events.c.seq)
-    .limit(1)
+    .limit(bindparam("limit"))
 )
 _TAKE_EVENT = Prepared(
     update(events)
-    .where(events.c.seq == bindparam("b_seq"), events.c.consumed_by_name.is_(None))
+    .where(
+        events.c.seq == bindparam("b_seq"),
+        events.c.instance_pk == bindparam("b_pk"),
+        events.c.consumed_by_name.is_(None),
+    )
     .values(consumed_by_name=bindparam("b_name"), consumed_by_count=bindparam("b_count"))
 )
 _WAKE_FOR_EVENTS = (
@@ -632,9 +624,13 @@ def _lease_lost(conn: Connection, claim: Claim) -> LeaseLostError | None:
     return None if _FENCE.first(conn, params) is not None else LeaseLostError(claim.instance.pk)
 
 
-def _fence(conn: Connection, claim: Claim) -> None:
-    """Refuse the transaction unless ``claim`` still owns its instance (on PostgreSQL, the
-    instance's row stays locked until the transaction ends)."""
-    params = {"pk": claim.instance.pk, "owner": claim.owner, "epoch": claim.epoch}
-    if _FENCE.first(conn, params) is None:
-        raise LeaseLostError(claim.instance.pk)
+def _consume(conn: Connection, pk: int, records: Sequence[StepRecord]) -> None:
+    """Mark the events that completed waits among ``records`` took as consumed by them, in the
+    transaction that commits the waits' records (after their fenced writes). An event consumed
+    already means another run of the instance committed first: this one's claim is stale."""
+    for record in records:
+        if record.event_seq is None:
+            continue
+        params = {"b_pk": pk, "b_seq": record.event_seq, "b_name": record.name}
+        if _TAKE_EVENT.run(conn, {**params, "b_count": record.count}).rowcount != 1:
+            raise LeaseLostError(pk)
