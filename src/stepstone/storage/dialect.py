@@ -54,6 +54,11 @@ class Dialect(Protocol):
         """Tell other processes, when this transaction commits, that work may be ready."""
         ...
 
+    def signal_values(self) -> dict[str, str]:
+        """What a statement that signals by itself binds: ``pg_notify(:channel, :origin || pk)``
+        (``events_sql.delivery``)."""
+        ...
+
     def listen(
         self, engine: Engine, on_signal: Callable[[int | None], None]
     ) -> Callable[[], None]: ...
@@ -149,6 +154,9 @@ class SqliteDialect:
     def signal(self, connection: Connection, pk: int | None) -> None:
         return None  # one machine: the in-process Notifier and a short poll do the job
 
+    def signal_values(self) -> dict[str, str]:
+        return {}
+
     def listen(self, engine: Engine, on_signal: Callable[[int | None], None]) -> Callable[[], None]:
         return lambda: None
 
@@ -186,6 +194,9 @@ class PostgresDialect:
     def signal(self, connection: Connection, pk: int | None) -> None:
         payload = f"{self.origin}:{'' if pk is None else pk}"
         _NOTIFY.run(connection, {"channel": CHANNEL, "payload": payload})
+
+    def signal_values(self) -> dict[str, str]:
+        return {"channel": CHANNEL, "origin": f"{self.origin}:"}
 
     def listen(self, engine: Engine, on_signal: Callable[[int | None], None]) -> Callable[[], None]:
         listener = _Listener(engine, on_signal, self.origin)

@@ -279,18 +279,18 @@ class SqlStore(RuntimeQueries, RunQueries, CatalogQueries, KeyQueries):
         params = {"tenant": tenant, "name": workflow_name, "id": instance_id}
 
         def tx(conn: Connection) -> EventDelivery | None:
+            if not self._dialect.in_process:  # a server: one statement, one round trip
+                values = {"b_type": type, "b_payload": payload, "b_now": now}
+                values.update(params, **self._dialect.signal_values())
+                row = events_sql.delivery(accepted, statuses).first(conn, values)
+                return None if row is None else _delivery(row, added=row.seq is not None)
             row = _EVENT_TARGET.first(conn, params)
             if row is None:
                 return None
             added = row.status in accepted
             if added:
                 events_sql.add_event(conn, self._dialect, row.pk, type, payload, now, statuses)
-            return EventDelivery(
-                pk=row.pk,
-                status=InstanceStatus(row.status),
-                held=row.lease_owner is not None,
-                added=added,
-            )
+            return _delivery(row, added=added)
 
         return await self._db.write(tx)
 
@@ -346,6 +346,17 @@ _BY_ID = Prepared(
     )
 )
 _BY_PK = Prepared(select(instances).where(instances.c.pk == bindparam("pk")))
+
+
+def _delivery(row: Any, *, added: bool) -> EventDelivery:
+    return EventDelivery(
+        pk=row.pk,
+        status=InstanceStatus(row.status),
+        held=row.lease_owner is not None,
+        added=added,
+    )
+
+
 _EVENT_TARGET = Prepared(
     select(instances.c.pk, instances.c.status, instances.c.lease_owner)
     .join(workflows, workflows.c.id == instances.c.workflow_id)
