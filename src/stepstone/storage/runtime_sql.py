@@ -227,13 +227,14 @@ class RuntimeQueries:
     ) -> list[LeaseLostError | None]:
         """Many instances' step results in two statements: the leases of all of them, locked
         in key order (so that batches never deadlock each other), then every result whose
-        claim still holds. In process (SQLite: one writer), each row is fenced in the
-        statement that writes it instead."""
+        claim still holds. In process (SQLite: one writer), or for one instance (one lock,
+        nothing to deadlock with), each row is fenced in the statement that writes it instead:
+        one statement, and on a server one round trip fewer."""
         if len(items) == 1 and len(items[0][1]) == 1:
             return [self._save_one_step(conn, *items[0])]
-        if self._dialect.in_process:
-            return self._save_fenced(conn, items)
         pks = sorted({claim.instance.pk for claim, _ in items})
+        if self._dialect.in_process or len(pks) == 1:
+            return self._save_fenced(conn, items)
         found = (
             _LEASE.all(conn, {"pk": pks[0]})
             if len(pks) == 1
