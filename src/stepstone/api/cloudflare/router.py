@@ -12,6 +12,7 @@ from stepstone.api.cloudflare import shapes
 from stepstone.api.cloudflare.auth import Caller, caller
 from stepstone.api.cloudflare.bodies import InstanceCreate, StatusChange, WorkflowPut
 from stepstone.api.cloudflare.envelope import PREFIX, ok
+from stepstone.api.guards import refuse_nul
 from stepstone.api.times import iso
 from stepstone.domain.errors import NotFoundError, ValidationError
 from stepstone.domain.records import StepType
@@ -29,18 +30,10 @@ Page = Annotated[int, Query(ge=1, le=1_000_000)]
 PerPage = Annotated[int, Query(ge=1, le=1000)]
 
 
-def _no_nul(request: Request) -> None:
-    """PostgreSQL text cannot hold NUL: refuse it in names, ids and filters up front (a 400),
-    rather than let the database fail the lookup."""
-    values = (*request.path_params.values(), *request.query_params.values())
-    if any("\x00" in value for value in values):
-        raise ValidationError("names, ids and query parameters cannot contain NUL characters")
-
-
 router = APIRouter(
     prefix=f"{PREFIX}/accounts/{{account_id}}",
     tags=["cloudflare"],
-    dependencies=[Depends(_no_nul)],
+    dependencies=[Depends(refuse_nul)],
     responses=m.ERROR_RESPONSES,
 )
 #: Routes return the dicts ``shapes`` builds; FastAPI checks them against the response model

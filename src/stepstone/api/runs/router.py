@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
 
+from stepstone.api.guards import refuse_nul
 from stepstone.api.runs import shapes
 from stepstone.api.runs.auth import Caller, caller
 from stepstone.api.runs.errors import PREFIX
@@ -50,13 +51,7 @@ async def json_body(request: Request) -> dict[str, Any]:
 Body = Annotated[dict[str, Any], Depends(json_body)]
 
 
-def _no_nul(request: Request) -> None:
-    values = (*request.path_params.values(), *request.query_params.values())
-    if any("\x00" in value for value in values):
-        raise ValidationError("ids and query parameters cannot contain NUL characters")
-
-
-router = APIRouter(prefix=PREFIX, tags=["workflow-runs"], dependencies=[Depends(_no_nul)])
+router = APIRouter(prefix=PREFIX, tags=["workflow-runs"], dependencies=[Depends(refuse_nul)])
 
 
 def _catalog(c: Caller) -> GraphCatalog:
