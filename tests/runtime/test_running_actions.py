@@ -157,10 +157,10 @@ class WatchedNotifier(Notifier):
         self.taken = False
         self.handled = asyncio.Event()
 
-    def take(self) -> tuple[set[int], bool]:
-        changed, work = super().take()
+    def take(self) -> tuple[set[int], set[int], bool]:
+        changed, sent, work = super().take()
         self.taken = self.taken or self.pk in changed
-        return changed, work
+        return changed, sent, work
 
     async def wait(self) -> None:
         if self.taken:

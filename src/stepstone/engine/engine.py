@@ -426,7 +426,7 @@ class Engine:
             raise ValidationError(
                 f"instance {instance_id!r} is {delivery.status.value}; it takes no more events"
             )
-        self.notifier.instance_changed(delivery.pk)
+        self.notifier.event_sent(delivery.pk)
         if not delivery.held:  # held by a worker: it wakes the wait in memory
             self.notifier.work_available()
 

@@ -360,7 +360,7 @@ class Runs:
         await self.store.add_event(
             pk, event_type, text, self.engine.clock.now_ms(), wake={S.WAITING}
         )
-        self.engine.notifier.instance_changed(pk)
+        self.engine.notifier.event_sent(pk)
         self.engine.notifier.work_available()
 
 

@@ -37,6 +37,7 @@ class Notifier:
     def __init__(self) -> None:
         self._event = asyncio.Event()
         self._changed: set[int] = set()
+        self._sent: set[int] = set()
         self._work = False
         self.taker: Taker | None = None
         """The worker of this process while it runs, if it takes instances as they are made."""
@@ -51,6 +52,12 @@ class Notifier:
         self._changed.add(pk)
         self._event.set()
 
+    def event_sent(self, pk: int) -> None:
+        """An event was sent to instance ``pk``: a run of it held in memory looks for it. Nothing
+        else about the instance changed, so the worker need not read what did."""
+        self._sent.add(pk)
+        self._event.set()
+
     def look_again(self) -> None:
         """Nothing new to claim, but the worker should choose when to look next again."""
         self._event.set()
@@ -58,10 +65,11 @@ class Notifier:
     async def wait(self) -> None:
         await self._event.wait()
 
-    def take(self) -> tuple[set[int], bool]:
-        """Clear the signal; return the instances that changed since the last call, and
-        whether work may be ready to claim."""
+    def take(self) -> tuple[set[int], set[int], bool]:
+        """Clear the signal; return the instances that changed and those sent events since the
+        last call, and whether work may be ready to claim."""
         self._event.clear()
         changed, self._changed = self._changed, set()
+        sent, self._sent = self._sent, set()
         work, self._work = self._work, False
-        return changed, work
+        return changed, sent, work

@@ -213,11 +213,11 @@ class Worker:
         if self._stranded:
             stranded, self._stranded = self._stranded, []
             await self.store.release(stranded)
-        changed, work = self.notifier.take()
+        changed, sent, work = self.notifier.take()
         changed &= self._runs.keys()
-        for pk in changed:
-            # Most changes are events: let the waits look at once, while the refresh below
-            # reads what else changed (a pause, a terminate: those the waits see as well).
+        for pk in (changed | sent) & self._runs.keys():
+            # Let the waits look at once; for a change, the refresh below reads what changed (a
+            # pause, a terminate: those the waits see as well). An event changes nothing else.
             self._runs[pk][0].wake()
         stale = self.clock.now_ms() - self._checked_at >= self.settings.poll_ms
         if changed or stale:
