@@ -62,3 +62,43 @@ async def test_another_process_wakes_the_worker_without_polling(postgres_url: st
     finally:
         await worker_store.close()
         await client_store.close()
+
+
+class Naps(WorkflowEntrypoint):
+    async def run(self, event: WorkflowEvent, step: WorkflowStep) -> str:
+        await step.sleep("nap", "1 hour")
+        return "rested"
+
+
+async def test_an_instance_leaving_a_worker_tells_the_other_processes(postgres_url: str) -> None:
+    """Its lease is free and its timer is new: any worker may have to look again."""
+    listening = await open_store(postgres_url)
+    running = await open_store(postgres_url, migrate=False)
+    heard: list[int | None] = []
+    loop = asyncio.get_running_loop()
+    got_one = asyncio.Event()
+
+    def on_signal(pk: int | None) -> None:  # on the listener's thread
+        loop.call_soon_threadsafe(lambda: (heard.append(pk), got_one.set()))
+
+    stop_listening = listening.listen(on_signal)
+    try:
+        await asyncio.wait_for(got_one.wait(), 5)  # the listener's first look: it listens
+        engine = Engine(running)
+        await engine.deploy_class(Naps)
+        got_one.clear()
+        instance = await engine.create_instance("naps", params=None)
+        await asyncio.wait_for(got_one.wait(), 5)  # new work: heard
+        got_one.clear()
+        heard.clear()
+        worker = Worker(running, loader=engine.loader, settings=WorkerSettings(hold_ms=0))
+        await worker.run_until_idle(advance=False)  # runs to the sleep, then leaves
+        view = await engine.get_instance("naps", instance.id)
+        assert view.instance.status is InstanceStatus.WAITING
+        assert view.instance.lease_owner is None
+        await asyncio.wait_for(got_one.wait(), 5)
+        assert heard == [None]  # "look again", not about one instance
+    finally:
+        stop_listening()
+        await listening.close()
+        await running.close()

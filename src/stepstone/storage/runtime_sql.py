@@ -315,8 +315,13 @@ class RuntimeQueries:
         if release:
             values.update(lease_owner=None, lease_expires_at=None)
         pk, parent_pk = claim.instance.pk, claim.instance.parent_pk
-        statement = _move_statement(frozenset(s.value for s in expected), frozenset(values))
-        params = {"b_pk": pk, "b_owner": claim.owner, "b_epoch": claim.epoch}
+        # Releasing tells the other processes (a new timer, or work for any worker): on a
+        # server, by the move itself, one round trip fewer.
+        told = self._dialect.signal_values() if release else {}
+        statement = _move_statement(
+            frozenset(s.value for s in expected), frozenset(values), bool(told)
+        )
+        params = {"b_pk": pk, "b_owner": claim.owner, "b_epoch": claim.epoch, **told}
         params.update({f"v_{k}": v for k, v in values.items()})
         types = sorted(wake_for)
 
@@ -331,8 +336,8 @@ class RuntimeQueries:
                 # An event that arrived while the instance still looked busy must not wait for
                 # the deadline: in this same transaction, wake the instance if one is pending.
                 conn.execute(_WAKE_FOR_EVENTS, {"b_pk": pk, "b_types": types, "b_now": now})
-            if moved == 1 and release:
-                self._dialect.signal(conn, None)  # a new timer, or work for any worker
+            if moved == 1 and release and not told:
+                self._dialect.signal(conn, None)
             if moved == 1 and target.is_terminal and parent_pk is not None:
                 events_sql.announce_end(
                     conn,
@@ -446,9 +451,10 @@ def _claim_listed(start: tuple[tuple[str, str], ...]) -> Prepared:
 
 
 @functools.cache
-def _move_statement(expected: frozenset[str], columns: frozenset[str]) -> Prepared:
-    """A move from ``expected`` statuses setting ``columns`` (bound as ``v_<column>``)."""
-    return Prepared(
+def _move_statement(expected: frozenset[str], columns: frozenset[str], tells: bool) -> Prepared:
+    """A move from ``expected`` statuses setting ``columns`` (bound as ``v_<column>``); with
+    ``tells``, the moved row also notifies the other processes (``Dialect.signal_values``)."""
+    statement = (
         update(instances)
         .where(
             instances.c.pk == bindparam("b_pk"),
@@ -458,6 +464,9 @@ def _move_statement(expected: frozenset[str], columns: frozenset[str]) -> Prepar
         )
         .values({c: bindparam(f"v_{c}") for c in sorted(columns)})
     )
+    if tells:
+        statement = statement.returning(func.pg_notify(bindparam("channel"), bindparam("origin")))
+    return Prepared(statement)
 
 
 def _room(conn: Connection, found: Sequence[Row[Any]], now: int) -> dict[str, int]:
