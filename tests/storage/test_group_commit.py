@@ -170,9 +170,12 @@ async def test_a_deadlock_with_another_transaction_is_retried(postgres_url: str)
             ours_locked.wait(10)
             conn.execute("SELECT id FROM rows WHERE id = 2 FOR UPDATE")
             theirs_locked.set()
-            for _ in range(1000):  # until the batch waits for row 2
+            for _ in range(1000):  # until the batch waits for row 2 (this database's only:
+                # other tests' lock waits, in parallel runs, must not count)
                 waiting = watch.execute(
                     "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    " AND datname = current_database() AND query LIKE '%id = 2 FOR UPDATE%'"
+                    " AND pid <> pg_backend_pid()"
                 ).fetchone()
                 if waiting and waiting[0]:
                     break

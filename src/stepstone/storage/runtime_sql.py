@@ -235,11 +235,7 @@ class RuntimeQueries:
         pks = sorted({claim.instance.pk for claim, _ in items})
         if self._dialect.in_process or len(pks) == 1:
             return self._save_fenced(conn, items)
-        found = (
-            _LEASE.all(conn, {"pk": pks[0]})
-            if len(pks) == 1
-            else conn.execute(_LEASES, {"pks": pks}).all()
-        )
+        found = conn.execute(_LEASES, {"pks": pks}).all()
         held = {pk: (owner, epoch) for pk, owner, epoch in found}
         outcomes: list[LeaseLostError | None] = []
         values: list[dict[str, Any]] = []
@@ -254,9 +250,7 @@ class RuntimeQueries:
             self._upsert_step.run(conn, values[0])
         elif values:
             self._upsert_step.run_many(conn, values)
-        for (claim, records), outcome in zip(items, outcomes, strict=True):
-            if outcome is None:
-                _consume(conn, claim.instance.pk, records)
+        _consume_written(conn, items, outcomes)
         return outcomes
 
     def _save_fenced(
@@ -268,9 +262,7 @@ class RuntimeQueries:
         else:
             # Some rows were not written: a lease is gone, or a step was settled already.
             outcomes = [_lease_lost(conn, claim) for claim, _ in items]
-        for (claim, records), outcome in zip(items, outcomes, strict=True):
-            if outcome is None:
-                _consume(conn, claim.instance.pk, records)
+        _consume_written(conn, items, outcomes)
         return outcomes
 
     def _save_one_step(
@@ -559,11 +551,6 @@ _LEASES = (
     .with_for_update()
 )
 """Who holds these instances, locked in key order (on PostgreSQL; SQLite has one writer)."""
-_LEASE = Prepared(
-    select(instances.c.pk, instances.c.lease_owner, instances.c.lease_epoch)
-    .where(instances.c.pk == bindparam("pk"))
-    .with_for_update()
-)
 _FENCED_STEP = (
     select(*[bindparam(c.name, type_=c.type) for c in steps.c])
     .where(
@@ -632,6 +619,16 @@ def _fenced_values(claim: Claim, record: StepRecord) -> dict[str, Any]:
 def _lease_lost(conn: Connection, claim: Claim) -> LeaseLostError | None:
     params = {"pk": claim.instance.pk, "owner": claim.owner, "epoch": claim.epoch}
     return None if _FENCE.first(conn, params) is not None else LeaseLostError(claim.instance.pk)
+
+
+def _consume_written(
+    conn: Connection,
+    items: Sequence[tuple[Claim, Sequence[StepRecord]]],
+    outcomes: Sequence[LeaseLostError | None],
+) -> None:
+    for (claim, records), outcome in zip(items, outcomes, strict=True):
+        if outcome is None:
+            _consume(conn, claim.instance.pk, records)
 
 
 def _consume(conn: Connection, pk: int, records: Sequence[StepRecord]) -> None:
