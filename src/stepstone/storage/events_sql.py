@@ -38,6 +38,8 @@ def add_event(
 ) -> int:
     """Buffer the event for instance ``pk``; an instance in a ``wake`` status is made ready
     now, and other processes are told. Its sequence number."""
+    if not dialect.in_process:
+        _LOCK_INSTANCE.run(conn, {"b_pk": pk})  # see ``delivery``: numbers in commit order
     seq = _ADD_EVENT.scalar(conn, {"b_pk": pk, "b_type": type, "b_payload": payload, "b_now": now})
     _wake(wake).run(conn, {"b_pk": pk, "b_now": now})
     dialect.signal(conn, pk)
@@ -62,6 +64,9 @@ def announce_end(
     add_event(conn, dialect, parent_pk, child_event_type(child_id), payload, now)
 
 
+_LOCK_INSTANCE = Prepared(
+    select(instances.c.pk).where(instances.c.pk == bindparam("b_pk")).with_for_update()
+)
 _ADD_EVENT = Prepared(
     insert(events)
     .values(
@@ -95,7 +100,12 @@ def delivery(accepted: frozenset[str], wake: frozenset[str]) -> Prepared:
     processes, in one statement (one round trip instead of four: on PostgreSQL, round trips
     are most of what this costs). Returns the instance's pk, status and lease owner, and
     ``seq`` (None when the event was not added); no row when there is no such instance.
-    PostgreSQL runs each data-modifying part exactly once, read or not."""
+    PostgreSQL runs each data-modifying part exactly once, read or not.
+
+    The instance's row is locked first, so that the events of one instance are numbered in
+    the order they commit: a wait takes the earliest pending event and commits the taking
+    later (``InstanceRun.take_event``), and its replay must find no earlier one appearing in
+    between (on SQLite, one writer at a time, they always are)."""
     target = (
         select(instances.c.pk, instances.c.status, instances.c.lease_owner)
         .join(workflows, workflows.c.id == instances.c.workflow_id)
@@ -104,6 +114,7 @@ def delivery(accepted: frozenset[str], wake: frozenset[str]) -> Prepared:
             workflows.c.name == bindparam("name"),
             instances.c.id == bindparam("id"),
         )
+        .with_for_update(of=instances)
         .cte("target")
     )
     takes = target.c.status.in_([literal(s) for s in sorted(accepted)])
