@@ -93,6 +93,18 @@ def _wake(statuses: frozenset[str]) -> Prepared:
     )
 
 
+TARGET = (
+    select(instances.c.pk, instances.c.status, instances.c.lease_owner)
+    .join(workflows, workflows.c.id == instances.c.workflow_id)
+    .where(
+        workflows.c.tenant == bindparam("tenant"),
+        workflows.c.name == bindparam("name"),
+        instances.c.id == bindparam("id"),
+    )
+)
+"""The instance an event sent by name is for: by tenant, workflow name and instance id."""
+
+
 @functools.cache
 def delivery(accepted: frozenset[str], wake: frozenset[str]) -> Prepared:
     """An event sent to an instance by name, for a database server: find the instance, add
@@ -106,17 +118,7 @@ def delivery(accepted: frozenset[str], wake: frozenset[str]) -> Prepared:
     the order they commit: a wait takes the earliest pending event and commits the taking
     later (``InstanceRun.take_event``), and its replay must find no earlier one appearing in
     between (on SQLite, one writer at a time, they always are)."""
-    target = (
-        select(instances.c.pk, instances.c.status, instances.c.lease_owner)
-        .join(workflows, workflows.c.id == instances.c.workflow_id)
-        .where(
-            workflows.c.tenant == bindparam("tenant"),
-            workflows.c.name == bindparam("name"),
-            instances.c.id == bindparam("id"),
-        )
-        .with_for_update(of=instances)
-        .cte("target")
-    )
+    target = TARGET.with_for_update(of=instances).cte("target")
     takes = target.c.status.in_([literal(s) for s in sorted(accepted)])
     added = (
         insert(events)

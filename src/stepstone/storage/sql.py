@@ -357,15 +357,7 @@ def _delivery(row: Any, *, added: bool) -> EventDelivery:
     )
 
 
-_EVENT_TARGET = Prepared(
-    select(instances.c.pk, instances.c.status, instances.c.lease_owner)
-    .join(workflows, workflows.c.id == instances.c.workflow_id)
-    .where(
-        workflows.c.tenant == bindparam("tenant"),
-        workflows.c.name == bindparam("name"),
-        instances.c.id == bindparam("id"),
-    )
-)
+_EVENT_TARGET = Prepared(events_sql.TARGET)
 _INSERT_ONE = Prepared(
     insert(instances)
     .values({c: bindparam(c) for c in rows.NEW_INSTANCE_COLUMNS})
