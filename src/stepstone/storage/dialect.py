@@ -56,7 +56,8 @@ class Dialect(Protocol):
 
     def signal_values(self) -> dict[str, str]:
         """What a statement that signals by itself binds: ``pg_notify(:channel, :origin || pk)``
-        (``events_sql.delivery``)."""
+        (``events_sql.delivery``, a move that releases its instance); empty where ``signal``
+        does nothing."""
         ...
 
     def listen(
