@@ -4,6 +4,7 @@ whether a user sends one or a child run's end is announced to its parent."""
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 from sqlalchemy import (
     Connection,
@@ -17,6 +18,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.sql.dml import Update
 
 from stepstone.domain.children import child_event_type, child_outcome
 from stepstone.domain.status import InstanceStatus
@@ -82,10 +84,16 @@ _ADD_EVENT = Prepared(
 @functools.cache
 def _wake(statuses: frozenset[str]) -> Prepared:
     """Make an instance in one of ``statuses`` ready now, unless it already is."""
-    return Prepared(
+    return Prepared(_waking(bindparam("b_pk"), statuses))
+
+
+def _waking(pk: Any, statuses: frozenset[str]) -> Update:
+    """The update that makes instance ``pk`` ready at ``b_now`` if it is in one of ``statuses``
+    and not ready sooner."""
+    return (
         update(instances)
         .where(
-            instances.c.pk == bindparam("b_pk"),
+            instances.c.pk == pk,
             instances.c.status.in_([literal(s) for s in sorted(statuses)]),
             or_(instances.c.ready_at.is_(None), instances.c.ready_at > bindparam("b_now")),
         )
@@ -132,13 +140,7 @@ def delivery(accepted: frozenset[str], wake: frozenset[str]) -> Prepared:
         .cte("added")
     )
     woken = (
-        update(instances)
-        .where(
-            instances.c.pk == select(added.c.instance_pk).scalar_subquery(),
-            instances.c.status.in_([literal(s) for s in sorted(wake)]),
-            or_(instances.c.ready_at.is_(None), instances.c.ready_at > bindparam("b_now")),
-        )
-        .values(ready_at=bindparam("b_now"))
+        _waking(select(added.c.instance_pk).scalar_subquery(), wake)
         .returning(instances.c.pk)
         .cte("woken")
     )

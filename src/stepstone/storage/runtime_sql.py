@@ -232,8 +232,10 @@ class RuntimeQueries:
         one statement, and on a server one round trip fewer."""
         if len(items) == 1 and len(items[0][1]) == 1:
             return [self._save_one_step(conn, *items[0])]
+        if self._dialect.in_process:
+            return self._save_fenced(conn, items)
         pks = sorted({claim.instance.pk for claim, _ in items})
-        if self._dialect.in_process or len(pks) == 1:
+        if len(pks) == 1:
             return self._save_fenced(conn, items)
         found = conn.execute(_LEASES, {"pks": pks}).all()
         held = {pk: (owner, epoch) for pk, owner, epoch in found}
@@ -307,8 +309,9 @@ class RuntimeQueries:
         if release:
             values.update(lease_owner=None, lease_expires_at=None)
         pk, parent_pk = claim.instance.pk, claim.instance.parent_pk
-        # Releasing tells the other processes (a new timer, or work for any worker): on a
-        # server, by the move itself, one round trip fewer.
+        # Releasing tells the other processes (a new timer, or work for any worker), by the
+        # move itself: one round trip fewer. A dialect with nothing to bind (SQLite) has nobody
+        # to tell (``Dialect.signal_values``).
         told = self._dialect.signal_values() if release else {}
         statement = _move_statement(
             frozenset(s.value for s in expected), frozenset(values), bool(told)
@@ -328,8 +331,6 @@ class RuntimeQueries:
                 # An event that arrived while the instance still looked busy must not wait for
                 # the deadline: in this same transaction, wake the instance if one is pending.
                 conn.execute(_WAKE_FOR_EVENTS, {"b_pk": pk, "b_types": types, "b_now": now})
-            if moved == 1 and release and not told:
-                self._dialect.signal(conn, None)
             if moved == 1 and target.is_terminal and parent_pk is not None:
                 events_sql.announce_end(
                     conn,
@@ -638,6 +639,11 @@ def _consume(conn: Connection, pk: int, records: Sequence[StepRecord]) -> None:
     for record in records:
         if record.event_seq is None:
             continue
-        params = {"b_pk": pk, "b_seq": record.event_seq, "b_name": record.name}
-        if _TAKE_EVENT.run(conn, {**params, "b_count": record.count}).rowcount != 1:
+        params = {
+            "b_pk": pk,
+            "b_seq": record.event_seq,
+            "b_name": record.name,
+            "b_count": record.count,
+        }
+        if _TAKE_EVENT.run(conn, params).rowcount != 1:
             raise LeaseLostError(pk)

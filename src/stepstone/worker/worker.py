@@ -215,7 +215,7 @@ class Worker:
             await self.store.release(stranded)
         changed, sent, work = self.notifier.take()
         changed &= self._runs.keys()
-        for pk in (changed | sent) & self._runs.keys():
+        for pk in changed | (sent & self._runs.keys()):
             # Let the waits look at once; for a change, the refresh below reads what changed (a
             # pause, a terminate: those the waits see as well). An event changes nothing else.
             self._runs[pk][0].wake()
