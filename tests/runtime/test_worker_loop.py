@@ -17,11 +17,11 @@ import pytest
 
 from stepstone import WorkflowEntrypoint, WorkflowEvent, WorkflowStep
 from stepstone.domain.records import Claim
-from stepstone.domain.status import ON_CLAIM, RUNNABLE, InstanceStatus
+from stepstone.domain.status import IN_PROGRESS, ON_CLAIM, RUNNABLE, InstanceStatus
 from stepstone.engine import Engine
 from stepstone.engine.engine import DEFAULT_TENANT
 from stepstone.runtime.clock import FakeClock
-from stepstone.runtime.executor import InstanceRun
+from stepstone.runtime.executor import HoldBudget, InstanceRun
 from stepstone.storage.base import NewInstance, StartLease
 from stepstone.storage.sql import SqlStore
 from stepstone.worker.worker import Worker, WorkerSettings
@@ -64,6 +64,14 @@ class Napper(WorkflowEntrypoint):
     async def run(self, event: WorkflowEvent, step: WorkflowStep) -> str:
         await step.sleep("nap", "300 milliseconds")
         return "rested"
+
+
+class Awaiter(WorkflowEntrypoint):
+    name = "awaiter"
+
+    async def run(self, event: WorkflowEvent, step: WorkflowStep) -> str:
+        await step.wait_for_event("go", type="go", timeout="1 hour")
+        return "went"
 
 
 @asynccontextmanager
@@ -264,3 +272,67 @@ async def test_a_held_wait_is_shown_as_waiting_unless_it_ends_at_once(
     done = await instance_of(engine, "nap", "n")
     assert (done.status, done.output) == (S.COMPLETE, '"awake"')
     assert log.targets == moves
+
+
+async def test_waits_beyond_the_hold_budget_leave_memory_and_held_ones_leave_their_slots_free(
+    store: SqlStore,
+) -> None:
+    """A held wait keeps its lease but not its slot (nor its place among new instances); past
+    ``hold_max`` held waits, a wait leaves memory at once."""
+    engine = Engine(store)
+    await engine.deploy_class(Awaiter)
+    await engine.deploy_class(Two)
+    settings = {"max_concurrency": 1, "new_concurrency": 1, "hold_max": 1, "hold_ms": 60_000}
+    async with running(store, engine, **settings) as worker:
+        await engine.create_instances("awaiter", [("a", None)])
+
+        async def waits(instance_id: str, owner: str | None) -> bool:
+            found = await instance_of(engine, "awaiter", instance_id)
+            return found.status is S.WAITING and found.lease_owner == owner
+
+        await eventually(lambda: waits("a", worker.id), what="a held wait")
+        await engine.create_instances("awaiter", [("b", None)])
+        await eventually(lambda: waits("b", None), what="the wait past the budget to leave")
+        assert await waits("a", worker.id)
+        await engine.create_instances("two", [("t", None)])
+        await completed(engine, "two", "t")
+
+        for instance_id in ("a", "b"):
+            await engine.send_event("awaiter", instance_id, "go", None)
+            await completed(engine, "awaiter", instance_id)
+
+
+async def test_a_run_claimed_ahead_of_its_timer_waits_for_it_whatever_the_hold_budget(
+    store: SqlStore, clock: FakeClock
+) -> None:
+    """With no room to hold, a sleeper leaves memory at once; claimed again ahead of its timer,
+    it waits for it in memory (it is about to run, not held), with no move to waiting."""
+    engine = Engine(store, clock=clock)
+    await engine.deploy_class(Nap)
+    await engine.create_instances("nap", [("n", {"ms": 500})])
+    budget = HoldBudget(0)
+    log = MoveLog(store)
+    [claim] = await store.claim("w", clock.now_ms(), 30_000, 1, RUNNABLE, start=ON_CLAIM)
+    first = InstanceRun(claim, log, clock, engine.loader, hold_ms=1_000, holds=budget)  # type: ignore[arg-type]
+    await within(first.drive())  # the clock never moves: it left at once
+
+    assert log.targets == [S.WAITING]
+    left = await instance_of(engine, "nap", "n")
+    assert (left.lease_owner, left.ready_at) == (None, clock.now_ms() + 500)
+    [again] = await store.claim(
+        "w", clock.now_ms(), 30_000, 1, RUNNABLE, start=ON_CLAIM, first=IN_PROGRESS, ahead_ms=1_000
+    )
+    log.targets.clear()
+    run = InstanceRun(again, log, clock, engine.loader, hold_ms=1_000, holds=budget)  # type: ignore[arg-type]
+    driving = asyncio.create_task(run.drive())
+
+    async def waiting() -> bool:
+        return run.quiescent
+
+    await eventually(waiting, what="the run to wait for its timer")
+    assert budget.held == 0
+    await clock.advance(500)
+    await within(driving)
+    assert log.targets == [S.COMPLETE]
+    done = await instance_of(engine, "nap", "n")
+    assert (done.status, done.output) == (S.COMPLETE, '"awake"')

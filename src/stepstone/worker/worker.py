@@ -19,7 +19,7 @@ from stepstone.domain.records import Claim
 from stepstone.domain.status import IN_PROGRESS, ON_CLAIM, RUNNABLE, InstanceStatus
 from stepstone.engine.schedules import fire_due
 from stepstone.runtime.clock import Clock, FakeClock, SystemClock
-from stepstone.runtime.executor import InstanceRun
+from stepstone.runtime.executor import HoldBudget, InstanceRun
 from stepstone.runtime.graph_services import GraphServices
 from stepstone.runtime.loader import VersionLoader
 from stepstone.runtime.signals import Notifier
@@ -41,9 +41,12 @@ class WorkerSettings:
     rest is kept for instances in progress (a timer that fired, an event, a retry), so that a
     flood of new instances never holds up work that is due. New instances wait in the queue."""
     claim_batch: int = 100
-    hold_ms: int = 1_000
+    hold_ms: int = 5_000
     """How long a waiting instance stays in memory before it is evicted."""
-    claim_ahead_ms: int = 50
+    hold_max: int = 3_000
+    """At most this many waiting instances stay in memory at once (see ``HoldBudget``); they
+    do not count against ``max_concurrency``."""
+    claim_ahead_ms: int = 150
     """Instances whose timer fires within this are claimed together, early, and wait in
     memory: timers close together cost one claim, and replay happens before they fire."""
     drain_ms: int = 10_000
@@ -146,12 +149,18 @@ class Worker:
         While so, a slot that frees claims again, and new instances are not started eagerly."""
         self._new: set[int] = set()
         """The runs of instances that had not started when this worker took them."""
+        self._holds = HoldBudget(self.settings.hold_max, on_hold=self._held)
         self._accepting = False
         """Running, not stopping: new instances may be started here as they are created."""
 
     @property
     def running(self) -> int:
         return len(self._runs)
+
+    @property
+    def active(self) -> int:
+        """Runs that count against ``max_concurrency``: all but the held waits."""
+        return len(self._runs) - self._holds.held
 
     async def run(self, stop: asyncio.Event) -> None:
         """Claim and drive instances until ``stop`` is set; then hand everything back."""
@@ -252,7 +261,7 @@ class Worker:
         """When to look for work if nothing signals: the next timer, or a poll interval."""
         now = self.clock.now_ms()
         until = now + self.settings.poll_ms
-        if self.running < self.settings.max_concurrency:
+        if self.active < self.settings.max_concurrency:
             wakeup = await self.store.next_wakeup(now)
             if wakeup is not None and wakeup <= now:
                 # Only a cron tick can be already due: the next cron look starts it.
@@ -286,7 +295,7 @@ class Worker:
     async def _claim(self) -> int:
         """Claim batches until the worker is full or a batch comes back short."""
         claimed = 0
-        while (room := self.settings.max_concurrency - self.running) > 0:
+        while (room := self.settings.max_concurrency - self.active) > 0:
             batch = min(room, self.settings.claim_batch)
             new_room = self._new_room()
             now = self.clock.now_ms()
@@ -329,6 +338,7 @@ class Worker:
             mocks=self.mocks,
             services=self.services,
             changed=self._signalled,
+            holds=self._holds,
         )
         task = asyncio.create_task(run.drive(), name=f"instance {claim.instance.id}")
         self._runs[claim.instance.pk] = (run, task)
@@ -353,6 +363,12 @@ class Worker:
         if not task.cancelled() and task.exception() is not None:
             log.error("instance %s failed inside the runtime", pk, exc_info=task.exception())
 
+    def _held(self, pk: int) -> None:
+        """Run ``pk`` waits in memory: its slot is free, and it no longer counts as new."""
+        self._new.discard(pk)
+        if self._backlog:
+            self.notifier.work_available()
+
     def _look_by(self, ready_at: int) -> None:
         """An instance left memory until ``ready_at``: look for work by then. (Noted apart
         from ``_look_at``, which a look at the database may be computing right now.)"""
@@ -368,7 +384,7 @@ class Worker:
     def room(self) -> int:
         if not self._accepting or self._backlog:
             return 0
-        return min(self.settings.max_concurrency - self.running, self._new_room())
+        return min(self.settings.max_concurrency - self.active, self._new_room())
 
     def _new_room(self) -> int:
         return max(0, self.settings.new_concurrency - len(self._new))
