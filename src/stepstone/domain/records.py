@@ -167,6 +167,27 @@ class StepRecord:
     def key(self) -> tuple[str, int]:
         return (self.name, self.count)
 
+    def completed_at(self, at: int) -> StepRecord:
+        """This record, complete since ``at``: ``dataclasses.replace`` without its walk over
+        the fields (this is on every replay of a sleep)."""
+        return StepRecord(
+            self.name,
+            self.count,
+            self.type,
+            StepState.COMPLETE,
+            self.seq,
+            self.started_at,
+            at,
+            self.wake_at,
+            self.config,
+            self.attempts,
+            self.output,
+            self.error_name,
+            self.error_message,
+            self.event_type,
+            self.event_seq,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Instance:

@@ -45,6 +45,8 @@ class SystemClock:
 class _WallTimer:
     """The loop's timers run on the monotonic clock: re-armed if the wall clock is behind."""
 
+    __slots__ = ("_callback", "_clock", "_deadline", "_handle", "_loop")
+
     def __init__(self, clock: SystemClock, deadline_ms: int, callback: Callable[[], None]):
         self._clock = clock
         self._deadline = deadline_ms

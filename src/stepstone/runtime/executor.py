@@ -152,9 +152,17 @@ class InstanceRun:
         """The timer this run was claimed ahead of, if it was."""
         self._deferred: list[StepRecord] = []
         self._taken: set[int] = set()
-        """Events this run's waits took (their consumption may not be committed yet)."""
-        self._log = logging.LoggerAdapter(
-            log, {"instance": claim.instance.id, "workflow_id": claim.instance.workflow_id}
+        """Events this run's waits took (their consumption may not be committed yet). One set,
+        handed to the store's read and looked at when its answer comes: two waits reading at
+        once see each other's take."""
+
+    @property
+    def _log(self) -> logging.LoggerAdapter[logging.Logger]:
+        """Made when something is logged: most runs log nothing, and a held run's memory is
+        what bounds how many may be held."""
+        instance = self.claim.instance
+        return logging.LoggerAdapter(
+            log, {"instance": instance.id, "workflow_id": instance.workflow_id}
         )
 
     # ------------------------------------------------------------ used by DurableStep

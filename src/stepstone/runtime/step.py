@@ -292,7 +292,7 @@ class DurableStep(WorkflowStep):
         if record.state is StepState.WAITING and record.wake_at is not None:
             if record.wake_at > run.clock.now_ms():  # replayed after its end: nothing to wait
                 await run.wait(record.wake_at)
-            run.defer(replace(record, state=StepState.COMPLETE, ended_at=record.wake_at))
+            run.defer(record.completed_at(record.wake_at))
 
     # ------------------------------------------------------------------ events
     async def wait_for_event(
