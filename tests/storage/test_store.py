@@ -206,3 +206,49 @@ async def test_a_claim_reads_the_steps_and_starts_what_it_takes(
     assert again.instance.started_at == clock.now_ms()
     assert again.steps is not None
     assert [(r.name, r.output) for r in again.steps] == [("s", "1")]
+
+
+def _sleep(wake_at: int) -> StepRecord:
+    return StepRecord(
+        name="nap",
+        count=1,
+        type=StepType.SLEEP,
+        state=StepState.WAITING,
+        seq=1,
+        started_at=0,
+        wake_at=wake_at,
+    )
+
+
+@pytest.mark.parametrize("limit", [1, 10], ids=["one", "batch"])
+async def test_a_claim_records_the_sleeps_whose_deadline_passed_as_complete(
+    engine: Engine, store: SqlStore, clock: FakeClock, limit: int
+) -> None:
+    """What each replay would write (the sleep complete since its deadline), the claim writes
+    for all it takes at once; a sleep still running (an instance claimed ahead of its timer)
+    stays waiting."""
+    claim = await _claimed(engine, store, clock)
+    await engine.create_instance("idle", instance_id="later")
+    [later] = await store.claim("w1", clock.now_ms(), 30_000, 10, RUNNABLE)
+    now = clock.now_ms()
+    for taken, wake_at in ((claim, now + 100), (later, now + 10_000)):
+        assert await store.move(
+            taken,
+            expected={S.QUEUED},
+            target=S.WAITING,
+            now=now,
+            ready_at=wake_at,
+            release=True,
+            steps=[_sleep(wake_at)],
+        )
+    await clock.advance(100)
+    again = await store.claim(
+        "w2", clock.now_ms(), 30_000, limit, RUNNABLE, first=IN_PROGRESS, ahead_ms=20_000
+    )
+
+    found = {c.instance.id: c.steps for c in again}
+    assert found["i-1"] == (_sleep(now + 100).completed_at(now + 100),)
+    assert await store.load_steps(claim.instance.pk) == list(found["i-1"] or ())
+    if limit > 1:
+        assert found["later"] == (_sleep(now + 10_000),)
+    assert await store.load_steps(later.instance.pk) == [_sleep(now + 10_000)]

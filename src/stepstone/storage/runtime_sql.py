@@ -29,7 +29,7 @@ from sqlalchemy import (
 )
 
 from stepstone.domain.errors import ValidationError
-from stepstone.domain.records import Claim, Event, StepRecord, StepState
+from stepstone.domain.records import Claim, Event, StepRecord, StepState, StepType
 from stepstone.domain.status import RUNNABLE, InstanceStatus
 from stepstone.storage import events_sql, rows
 from stepstone.storage.base import KEEP, LeaseLostError, OwnedInstance
@@ -158,10 +158,14 @@ class RuntimeQueries:
             with_steps = [pk for pk, has_steps in chosen.items() if has_steps]
             found_steps: Sequence[Any] = []
             if len(with_steps) == 1:
+                _END_SLEEPS.run(conn, {"pk": with_steps[0], "now": now})
                 found_steps = _STEPS.all(conn, {"pk": with_steps[0]})
             elif with_steps and self._dialect.in_process:
-                found_steps = _STEPS_LISTED.all(conn, {"pks": json.dumps(with_steps)})
+                listed = {"pks": json.dumps(with_steps), "now": now}
+                _END_SLEEPS_LISTED.run(conn, listed)
+                found_steps = _STEPS_LISTED.all(conn, listed)
             elif with_steps:
+                conn.execute(_END_SLEEPS_OF_MANY, {"pks": with_steps, "now": now})
                 found_steps = conn.execute(_STEPS_OF_MANY, {"pks": with_steps}).all()
             for row in found_steps:
                 histories[row.instance_pk].append(rows.to_step(row))
@@ -535,6 +539,28 @@ _NEXT_WAKEUP = Prepared(
     select(*_TIMERS, select(func.min(cron_schedules.c.next_at)).scalar_subquery())
 )
 _STEPS = Prepared(select(steps).where(steps.c.instance_pk == bindparam("pk")).order_by(steps.c.seq))
+
+
+def _ending_sleeps(which: Any) -> Any:
+    """Record as complete the sleeps of the instances ``which`` whose deadline has passed: the
+    claim that brings an instance back after its timer does, for all it takes in one
+    statement, what each replay would otherwise do with a step write of its own (the record it
+    writes is the same: complete since the deadline)."""
+    return (
+        update(steps)
+        .where(
+            which,
+            steps.c.type == literal(StepType.SLEEP.value),
+            steps.c.state == literal(StepState.WAITING.value),
+            steps.c.wake_at <= bindparam("now"),
+        )
+        .values(state=StepState.COMPLETE.value, ended_at=steps.c.wake_at)
+    )
+
+
+_END_SLEEPS = Prepared(_ending_sleeps(steps.c.instance_pk == bindparam("pk")))
+_END_SLEEPS_LISTED = Prepared(_ending_sleeps(steps.c.instance_pk.in_(_listed())))
+_END_SLEEPS_OF_MANY = _ending_sleeps(steps.c.instance_pk.in_(bindparam("pks", expanding=True)))
 _STEPS_LISTED = Prepared(
     select(steps)
     .where(steps.c.instance_pk.in_(_listed()))
