@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from stepstone.api.runs.status import run_filter, run_status
 from stepstone.domain.errors import ConflictError
+from stepstone.domain.status import IN_PROGRESS, ON_CLAIM, RUNNABLE, InstanceStatus
 from stepstone.runtime.clock import FakeClock
 from stepstone.worker.worker import Worker
 from tests.graph_runs.support import TENANT, TIMELINE, Graphs, job, output
+
+S = InstanceStatus
 
 
 async def _chain(graphs: Graphs) -> object:
@@ -95,6 +100,47 @@ async def test_skip_and_force_complete_settle_steps_by_hand(graphs: Graphs, work
     assert await graphs.runs.waiting(TENANT, "never") == []
     with pytest.raises(ConflictError):
         await graphs.runs.skip(TENANT, run.id, "after", None)
+
+
+class WorkerMovesFirst:
+    """The real store, where a worker claims the run (waiting -> running) just before the first
+    step edit lands: the race between an edit's read and its write."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        self.claimed = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def edit_steps(self, pk: int, **kwargs: Any) -> Any:
+        if not self.claimed:
+            now = kwargs["now"]
+            [claim] = await self._store.claim(
+                "w", now, 30_000, 1, RUNNABLE, start=ON_CLAIM, first=IN_PROGRESS, ahead_ms=10**12
+            )
+            self.claimed = claim.instance.pk == pk and claim.instance.status is S.RUNNING
+        return await self._store.edit_steps(pk, **kwargs)
+
+
+async def test_a_step_edit_goes_on_when_the_worker_moved_the_run_meanwhile(
+    graphs: Graphs, worker: Worker
+) -> None:
+    """Between running and waiting the edit means the same: no conflict for the user."""
+    workflow = await graphs.create(
+        "raced", [{"step_ref": "gate", "step_type": "approval"}, job("after", depends_on=["gate"])]
+    )
+    run = await graphs.trigger(workflow)
+    await worker.run_until_idle(advance=False)
+    assert (await graphs.run(run.id)).status is S.WAITING
+    racing = WorkerMovesFirst(graphs.runs.store)
+    graphs.runs.store = racing  # type: ignore[assignment]
+
+    await graphs.runs.skip(TENANT, run.id, "gate", "not needed")
+
+    assert racing.claimed
+    assert (await graphs.statuses(run.id))["gate"] == "skipped"
+    assert (await graphs.run(run.id)).status is S.RUNNING
 
 
 async def test_retry_step_reruns_one_settled_step(graphs: Graphs, worker: Worker) -> None:

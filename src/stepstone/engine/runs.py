@@ -35,6 +35,9 @@ from stepstone.storage.base import NewInstance, Page, RunFilter, WaitingStep
 S = InstanceStatus
 _REOPENED = S.QUEUED
 """Where an ended run goes when a step edit reopens it."""
+_IN_FLIGHT = frozenset({S.QUEUED, S.RUNNING, S.WAITING})
+"""Statuses the runtime moves a run between by itself: an edit reads the same in each."""
+_EDIT_TRIES = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,14 +238,25 @@ class Runs:
             target = S.PAUSED
         next_seq = max((r.seq for r in records), default=0) + 1
         put = [replace(r, seq=next_seq + i) for i, r in enumerate(put)]
-        edited = await self.store.edit_steps(
-            instance.pk,
-            expected=instance.status,
-            target=target,
-            now=self.engine.clock.now_ms(),
-            put=put,
-            remove=set(remove),
-        )
+        expected = instance.status
+        for _ in range(_EDIT_TRIES):
+            edited = await self.store.edit_steps(
+                instance.pk,
+                expected=expected,
+                target=target,
+                now=self.engine.clock.now_ms(),
+                put=put,
+                remove=set(remove),
+            )
+            if edited is not None:
+                break
+            # The worker may have moved the run between running and waiting meanwhile: the
+            # edit means the same either way, so it goes on under the new status. Anything
+            # else (the run ended, was paused or canceled) is the user's to look at again.
+            now = await self.store.get_instance_by_pk(instance.pk)
+            if now is None or expected not in _IN_FLIGHT or now.status not in _IN_FLIGHT:
+                break
+            expected = target = now.status
         if edited is None:
             raise ConflictError(f"workflow run {instance.id!r} changed meanwhile; try again")
         self.engine.notifier.instance_changed(edited.pk)
