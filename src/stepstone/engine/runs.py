@@ -253,10 +253,10 @@ class Runs:
             # The worker may have moved the run between running and waiting meanwhile: the
             # edit means the same either way, so it goes on under the new status. Anything
             # else (the run ended, was paused or canceled) is the user's to look at again.
-            now = await self.store.get_instance_by_pk(instance.pk)
-            if now is None or expected not in _IN_FLIGHT or now.status not in _IN_FLIGHT:
+            current = await self.store.get_instance_by_pk(instance.pk)
+            if current is None or expected not in _IN_FLIGHT or current.status not in _IN_FLIGHT:
                 break
-            expected = target = now.status
+            expected = target = current.status
         if edited is None:
             raise ConflictError(f"workflow run {instance.id!r} changed meanwhile; try again")
         self.engine.notifier.instance_changed(edited.pk)
