@@ -143,7 +143,7 @@ class InstanceRun:
         self.resumes_at: int | None = None
         """Set when the run left memory with a timer: when the instance is ready again."""
         self._active = 0
-        self._waiters: set[_Waiter] = set()
+        self._waiters: list[_Waiter] = []
         self._signal: asyncio.Future[None] | None = None
         """Resolved when the supervisor should look again."""
         self._seen: tuple[bool, bool, bool] = (False, self.pause_requested, False)
@@ -250,7 +250,7 @@ class InstanceRun:
         at once if such an event arrived in the meantime.
         """
         waiter = _Waiter(deadline, event_type, gate)
-        self._waiters.add(waiter)
+        self._waiters.append(waiter)
         self._touch()
         try:
             while True:
@@ -276,7 +276,7 @@ class InstanceRun:
                     if timer is not None:
                         timer.cancel()
         finally:
-            self._waiters.discard(waiter)
+            self._waiters.remove(waiter)
             self._touch()
 
     def check_new_work(self) -> None:

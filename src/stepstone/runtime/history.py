@@ -21,7 +21,7 @@ class History:
     def __init__(self, records: Sequence[StepRecord], max_steps: int) -> None:
         self._records = {r.key: r for r in records}
         self._counts: Counter[str] = Counter()
-        self._visited: set[tuple[str, int]] = set()
+        """Calls so far by name: the records up to each count are the ones the code reached."""
         self._next_seq = max((r.seq for r in records), default=0) + 1
         self._calls = 0
         self._max_steps = max_steps
@@ -41,15 +41,13 @@ class History:
         self._counts[name] += 1
         count = self._counts[name]
         record = self._records.get((name, count))
-        if record is not None:
-            self._visited.add(record.key)
-            if record.type != type:
-                self.divergence = DeterminismError(
-                    f"step {name!r} (occurrence {count}) was a {record.type.value} step when this "
-                    f"instance ran it, but the code now makes it a {type.value} step; the code "
-                    "changed under a running instance: deploy a new version instead"
-                )
-                raise self.divergence
+        if record is not None and record.type != type:
+            self.divergence = DeterminismError(
+                f"step {name!r} (occurrence {count}) was a {record.type.value} step when this "
+                f"instance ran it, but the code now makes it a {type.value} step; the code "
+                "changed under a running instance: deploy a new version instead"
+            )
+            raise self.divergence
         return count, record
 
     def peek(self, name: str, count: int = 1) -> StepRecord | None:
@@ -62,8 +60,8 @@ class History:
         return seq
 
     def remember(self, record: StepRecord) -> None:
+        """Keep ``record``, new or changed, of a call already counted."""
         self._records[record.key] = record
-        self._visited.add(record.key)
 
     def check_all_reached(self) -> None:
         """Raise if a step committed earlier was not reached by the code this time."""
@@ -72,8 +70,8 @@ class History:
         missed = sorted(
             (
                 r
-                for k, r in self._records.items()
-                if k not in self._visited and r.type is not StepType.ROLLBACK
+                for (name, count), r in self._records.items()
+                if count > self._counts[name] and r.type is not StepType.ROLLBACK
             ),
             key=lambda r: r.seq,
         )
