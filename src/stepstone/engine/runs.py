@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -37,7 +37,6 @@ _REOPENED = S.QUEUED
 """Where an ended run goes when a step edit reopens it."""
 _IN_FLIGHT = frozenset({S.QUEUED, S.RUNNING, S.WAITING})
 """Statuses the runtime moves a run between by itself: an edit reads the same in each."""
-_EDIT_TRIES = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,8 +221,13 @@ class Runs:
         reopen: bool,
     ) -> Run:
         instance = run.instance
-        target = instance.status
-        if instance.status.is_terminal:
+        expected: Collection[InstanceStatus] = {instance.status}
+        target: InstanceStatus | None = instance.status
+        if instance.status in _IN_FLIGHT:
+            # The worker moves a run between these by itself, and the edit means the same in
+            # each: it may find the run in any of them, and leaves it where it is.
+            expected, target = _IN_FLIGHT, None
+        elif instance.status.is_terminal:
             # A failed or completed run goes on from the edit; a canceled one stays canceled.
             if instance.status is S.TERMINATED:
                 raise ConflictError(
@@ -234,29 +238,18 @@ class Runs:
                     f"workflow run {instance.id!r} has ended ({instance.status.value})"
                 )
             target = _REOPENED
-        if instance.status is S.WAITING_FOR_PAUSE:
+        elif instance.status is S.WAITING_FOR_PAUSE:
             target = S.PAUSED
         next_seq = max((r.seq for r in records), default=0) + 1
         put = [replace(r, seq=next_seq + i) for i, r in enumerate(put)]
-        expected = instance.status
-        for _ in range(_EDIT_TRIES):
-            edited = await self.store.edit_steps(
-                instance.pk,
-                expected=expected,
-                target=target,
-                now=self.engine.clock.now_ms(),
-                put=put,
-                remove=set(remove),
-            )
-            if edited is not None:
-                break
-            # The worker may have moved the run between running and waiting meanwhile: the
-            # edit means the same either way, so it goes on under the new status. Anything
-            # else (the run ended, was paused or canceled) is the user's to look at again.
-            current = await self.store.get_instance_by_pk(instance.pk)
-            if current is None or expected not in _IN_FLIGHT or current.status not in _IN_FLIGHT:
-                break
-            expected = target = current.status
+        edited = await self.store.edit_steps(
+            instance.pk,
+            expected=expected,
+            target=target,
+            now=self.engine.clock.now_ms(),
+            put=put,
+            remove=set(remove),
+        )
         if edited is None:
             raise ConflictError(f"workflow run {instance.id!r} changed meanwhile; try again")
         self.engine.notifier.instance_changed(edited.pk)

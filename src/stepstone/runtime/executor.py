@@ -384,17 +384,17 @@ class InstanceRun:
                     await self._stop(body)
                     await self._evict(ready_at, wake_for)
                     return
+                timer = None
                 try:
                     if not early and self._worth_marking():
                         await self._mark(S.WAITING, self._ready_at())
                     timer = self.clock.call_at(hold_until, self._poke)
-                    try:
-                        await self._signal
-                    finally:
-                        timer.cancel()
+                    await self._signal
                 finally:
-                    if self.holds is not None and not early:
-                        self.holds.give_back()
+                    if timer is not None:
+                        timer.cancel()
+                    if not early:
+                        self._give_hold_back()
                 if not body.done() and self.quiescent and self.clock.now_ms() >= hold_until:
                     ready_at, wake_for = self._ready_at(), self._event_types
                     await self._stop(body)
@@ -438,6 +438,10 @@ class InstanceRun:
 
     def _take_hold(self) -> bool:
         return self.holds is None or self.holds.take(self.claim.instance.pk)
+
+    def _give_hold_back(self) -> None:
+        if self.holds is not None:
+            self.holds.give_back()
 
     @property
     def _event_types(self) -> frozenset[str]:

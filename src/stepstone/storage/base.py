@@ -280,14 +280,15 @@ class Store(Protocol):
         self,
         pk: int,
         *,
-        expected: InstanceStatus,
-        target: InstanceStatus,
+        expected: Collection[InstanceStatus],
+        target: InstanceStatus | None,
         now: int,
         put: Sequence[StepRecord] = (),
         remove: Collection[str] = (),
     ) -> Instance | None:
         """Replace records ``put`` and delete those named in ``remove``, take the instance
-        from its worker, move it from ``expected`` to ``target`` and make it ready."""
+        from its worker, move it from one of ``expected`` to ``target`` (``None``: it keeps
+        its status) and make it ready."""
         ...
 
     async def waiting_for(self, tenant: str, event_type: str) -> list[WaitingStep]: ...

@@ -73,8 +73,8 @@ class RunQueries:
         self,
         pk: int,
         *,
-        expected: InstanceStatus,
-        target: InstanceStatus,
+        expected: Collection[InstanceStatus],
+        target: InstanceStatus | None,
         now: int,
         put: Sequence[StepRecord] = (),
         remove: Collection[str] = (),
@@ -82,25 +82,27 @@ class RunQueries:
         """Rewrite some of an instance's step records and have a worker replay it from them:
         records ``put`` replace those of their name, records named in ``remove`` (and the
         events they took) go; the instance is taken from any worker (its lease fenced), moved
-        from ``expected`` to ``target`` (compare-and-set; ``None`` if it was elsewhere), and made
-        ready now. A ``target`` that reopens an ended instance clears its outcome."""
+        from one of ``expected`` to ``target`` (compare-and-set; ``None`` if it was elsewhere;
+        a ``target`` of ``None`` keeps its status), and made ready now. A ``target`` that
+        reopens an ended instance clears its outcome."""
         values: dict[str, Any] = {
-            "status": target.value,
             "modified_at": now,
             "ready_at": None if target is InstanceStatus.PAUSED else now,
             "lease_owner": None,
             "lease_expires_at": None,
             "lease_epoch": instances.c.lease_epoch + 1,
         }
-        if expected.is_terminal and not target.is_terminal:
-            values.update(rows.NO_OUTCOME, purge_at=None)
+        if target is not None:
+            values["status"] = target.value
+            if not target.is_terminal and any(s.is_terminal for s in expected):
+                values.update(rows.NO_OUTCOME, purge_at=None)
         names = sorted({*remove, *(r.name for r in put)})
         put_values = [{"instance_pk": pk, **rows.step_values(r)} for r in put]
 
         def tx(conn: Connection) -> Instance | None:
             row = conn.execute(
                 update(instances)
-                .where(instances.c.pk == pk, instances.c.status == expected.value)
+                .where(instances.c.pk == pk, instances.c.status.in_([s.value for s in expected]))
                 .values(**values)
                 .returning(*instances.c)
             ).one_or_none()
