@@ -9,17 +9,29 @@ leaves the event pending, and the replay takes the very same one.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Collection
 from typing import Any
 
+import pytest
+
 from stepstone import WorkflowEntrypoint, WorkflowEvent, WorkflowStep
-from stepstone.domain.records import StepState
+from stepstone.domain.records import Event, StepState
 from stepstone.domain.status import ON_CLAIM, RUNNABLE, InstanceStatus
 from stepstone.engine import Engine
 from stepstone.runtime.clock import FakeClock
 from stepstone.runtime.executor import InstanceRun
 from stepstone.storage.sql import SqlStore
 from stepstone.worker.worker import Worker, WorkerSettings
-from tests.runtime.support import CALLS, eventually, instance_of, output_of, step_named, within
+from tests.runtime.support import (
+    CALLS,
+    eventually,
+    instance_of,
+    looping_worker,
+    output_of,
+    status_of,
+    step_named,
+    within,
+)
 
 GATE: dict[str, asyncio.Event] = {}
 """Set by the test to let the step after the wait finish."""
@@ -37,6 +49,14 @@ class TakesThenWorks(WorkflowEntrypoint):
         got = await step.wait_for_event("go", type="go", timeout="1 hour")
         await step.do("after", after_the_wait)
         return got.payload
+
+
+class WorksThenTakesTwo(WorkflowEntrypoint):
+    async def run(self, event: WorkflowEvent, step: WorkflowStep) -> Any:
+        await step.do("work", after_the_wait)
+        first = await step.wait_for_event("first", type="go", timeout="1 hour")
+        second = await step.wait_for_event("second", type="go", timeout="1 hour")
+        return [first.payload, second.payload]
 
 
 class WaitsTwiceAtOnce(WorkflowEntrypoint):
@@ -133,6 +153,66 @@ async def test_two_waits_at_once_never_take_the_same_event(
     assert done.status is InstanceStatus.COMPLETE
     assert sorted(output_of(done)) == ["one", "two"]
     assert await store.pending_event(instance.pk, "go") is None
+
+
+async def test_an_event_sent_to_a_run_held_here_is_handed_to_it_without_a_read(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = Engine(store)
+    await engine.deploy_class(TakesThenWorks)
+    GATE.clear()
+    GATE["open"] = asyncio.Event()
+    GATE["open"].set()
+    async with looping_worker(store, engine, poll_ms=60_000, hold_ms=60_000):
+        await engine.create_instances("takes-then-works", [("a", None)])
+
+        async def waits() -> bool:
+            return await status_of(engine, "takes-then-works", "a") is InstanceStatus.WAITING
+
+        await eventually(waits, what="the run to wait, held")
+        reads: list[str] = []
+        read = store.pending_event
+
+        async def counted(pk: int, type: str, skip: Collection[int] = ()) -> Event | None:
+            reads.append(type)
+            return await read(pk, type, skip)
+
+        monkeypatch.setattr(store, "pending_event", counted)
+        await engine.send_event("takes-then-works", "a", "go", "handed over")
+
+        async def done() -> bool:
+            return await status_of(engine, "takes-then-works", "a") is InstanceStatus.COMPLETE
+
+        await eventually(done, what="the run to complete")
+    done_instance = await instance_of(engine, "takes-then-works", "a")
+    assert output_of(done_instance) == "handed over"
+    assert reads == []
+    assert await store.pending_event(done_instance.pk, "go") is None  # consumed all the same
+
+
+async def test_an_event_sent_behind_a_pending_one_is_not_handed_over_ahead_of_it(
+    store: SqlStore,
+) -> None:
+    engine = Engine(store)
+    await engine.deploy_class(WorksThenTakesTwo)
+    GATE.clear()
+    GATE["open"] = asyncio.Event()
+    await engine.create_instance("works-then-takes-two", instance_id="a")
+    await engine.send_event("works-then-takes-two", "a", "go", "sent first")  # nobody runs it
+    async with looping_worker(store, engine, poll_ms=60_000, hold_ms=60_000):
+        await eventually(lambda: _true(CALLS["after"] == 1), what="the run's first step")
+        # Sent to the run held here, while the first event is still pending: the wait must
+        # take the first one first, so this one cannot be handed over.
+        await engine.send_event("works-then-takes-two", "a", "go", "sent second")
+        GATE["open"].set()
+
+        async def done() -> bool:
+            found = await status_of(engine, "works-then-takes-two", "a")
+            return found is InstanceStatus.COMPLETE
+
+        await eventually(done, what="the run to complete")
+    done_instance = await instance_of(engine, "works-then-takes-two", "a")
+    assert output_of(done_instance) == ["sent first", "sent second"]
 
 
 async def _true(value: bool) -> bool:

@@ -87,6 +87,37 @@ async def test_an_event_arriving_before_the_wait_is_recorded_wakes_the_eviction(
     assert instance.ready_at == clock.now_ms()
 
 
+async def test_a_delivery_says_whether_its_event_is_the_only_one_of_its_type_pending(
+    engine: Engine, store: SqlStore, clock: FakeClock
+) -> None:
+    """What lets a run take an event handed over in memory without reading it back."""
+    waits = {S.WAITING}
+    claim = await _claimed(engine, store, clock)
+
+    async def deliver(type: str) -> tuple[int | None, bool]:
+        found = await store.deliver_event(
+            "local", "idle", "i-1", type, "null", clock.now_ms(), accept={S.QUEUED}, wake=waits
+        )
+        assert found is not None
+        return found.seq, found.first
+
+    one, first = await deliver("go")
+    assert first
+    assert (await deliver("go"))[1] is False  # the first one is still pending
+    assert (await deliver("other"))[1] is True
+    took = StepRecord(
+        name="w", count=1, type=StepType.WAIT_FOR_EVENT, state=StepState.COMPLETE, seq=1,
+        started_at=0, output="null", event_type="go", event_seq=one,
+    )  # fmt: skip
+    await store.save_steps(claim, [took])
+    assert (await deliver("go"))[1] is False  # the second is pending now
+    refused = await store.deliver_event(
+        "local", "idle", "i-1", "go", "null", clock.now_ms(), accept={S.PAUSED}, wake=waits
+    )
+    assert refused is not None
+    assert (refused.added, refused.seq, refused.first) == (False, None, False)
+
+
 async def test_an_unrelated_event_does_not_wake_the_eviction(
     engine: Engine, store: SqlStore, clock: FakeClock
 ) -> None:

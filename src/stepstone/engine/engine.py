@@ -26,6 +26,7 @@ from stepstone.domain.ids import check_instance_id, check_workflow_name, kebab_c
 from stepstone.domain.limits import DEFAULT_MAX_STEPS
 from stepstone.domain.records import (
     Claim,
+    Event,
     Instance,
     Script,
     StepRecord,
@@ -409,13 +410,14 @@ class Engine:
         if not isinstance(event_type, str) or not event_type or len(event_type) > 255:
             raise ValidationError("an event type must be a string of 1 to 255 characters")
         text = jsonvalue.encode(payload, what="the event payload")
+        now = self.clock.now_ms()
         delivery = await self.store.deliver_event(
             tenant,
             workflow_name,
             instance_id,
             event_type,
             text,
-            self.clock.now_ms(),
+            now,
             accept=_TAKES_EVENTS,
             wake={S.WAITING},
         )
@@ -426,7 +428,10 @@ class Engine:
             raise ValidationError(
                 f"instance {instance_id!r} is {delivery.status.value}; it takes no more events"
             )
-        self.notifier.event_sent(delivery.pk)
+        first = None
+        if delivery.first and delivery.seq is not None:
+            first = Event(delivery.seq, event_type, text, now)
+        self.notifier.event_sent(delivery.pk, first)
         if not delivery.held:  # held by a worker: it wakes the wait in memory
             self.notifier.work_available()
 

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from stepstone.domain import jsonvalue
 from stepstone.domain.errors import DeterminismError, StepstoneError, StoreUnavailableError
-from stepstone.domain.records import Claim, StepRecord, StepState
+from stepstone.domain.records import Claim, Event, StepRecord, StepState
 from stepstone.domain.status import InstanceStatus, runtime_sources
 from stepstone.runtime.clock import Clock
 from stepstone.runtime.graph_run import GraphWorkflow
@@ -39,6 +39,8 @@ S = InstanceStatus
 
 SHORT_WAIT_MS = 100
 """A wait this short keeps the instance shown as running."""
+MAX_OFFERED = 16
+"""Events a run keeps of those handed over as they were sent (mostly one; the rest is read)."""
 
 
 class StoreFailedError(BaseException):
@@ -156,6 +158,8 @@ class InstanceRun:
         """Events this run's waits took (their consumption may not be committed yet). One set,
         handed to the store's read and looked at when its answer comes: two waits reading at
         once see each other's take."""
+        self._offered: list[Event] | None = None
+        """Events handed over as they were sent, each the earliest of its type pending then."""
 
     @property
     def _log(self) -> logging.LoggerAdapter[logging.Logger]:
@@ -195,7 +199,7 @@ class InstanceRun:
         pending, so if the run is lost first, its replay takes the very same event.
         """
         assert record.event_type is not None
-        event = await _stored(
+        event = self._offered_event(record.event_type) or await _stored(
             self.store.pending_event(self.claim.instance.pk, record.event_type, self._taken)
         )
         if event is None:
@@ -215,6 +219,18 @@ class InstanceRun:
         )
         self.defer(done)
         return done
+
+    def _offered_event(self, type: str) -> Event | None:
+        """An event of ``type`` handed over as it was sent, if one is left. It was the earliest
+        of its type pending when it arrived, and only this run's waits take this instance's
+        events, so it still is unless one of them took it (then the store said: not first)."""
+        if not self._offered:
+            return None
+        for event in self._offered:
+            if event.type == type and event.seq not in self._taken:
+                self._offered.remove(event)
+                return event
+        return None
 
     def activity_started(self) -> None:
         """An attempt starts running: an instance with one is never evicted. (A pair of
@@ -294,6 +310,17 @@ class InstanceRun:
         """Something changed (an event arrived): waiters look again."""
         for waiter in self._waiters:
             waiter.wake()
+
+    def offer(self, event: Event | None) -> None:
+        """An event was sent to the instance (``event``, if it was the earliest of its type
+        pending): waiters look again, and a wait for its type takes it without a read."""
+        if event is not None:
+            if self._offered is None:
+                self._offered = []
+            elif len(self._offered) >= MAX_OFFERED:
+                del self._offered[0]  # a wait for it reads it from the store instead
+            self._offered.append(event)
+        self.wake()
 
     def drain(self) -> None:
         """The worker is stopping: let running attempts finish, then hand the instance back."""

@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import Protocol
 
-from stepstone.domain.records import Claim
+from stepstone.domain.records import Claim, Event
 
 
 class Taker(Protocol):
@@ -30,6 +30,11 @@ class Taker(Protocol):
 
     def take(self, claims: Sequence[Claim]) -> None:
         """Start these instances, created running under this worker's lease."""
+        ...
+
+    def hand_event(self, pk: int, event: Event | None) -> bool:
+        """Wake instance ``pk``'s waits at once if this worker runs it, offering them
+        ``event`` (the earliest of its type pending, when given); False if it does not."""
         ...
 
 
@@ -52,9 +57,15 @@ class Notifier:
         self._changed.add(pk)
         self._event.set()
 
-    def event_sent(self, pk: int) -> None:
+    def event_sent(self, pk: int, event: Event | None = None) -> None:
         """An event was sent to instance ``pk``: a run of it held in memory looks for it. Nothing
-        else about the instance changed, so the worker need not read what did."""
+        else about the instance changed, so the worker need not read what did.
+
+        ``event``, when it was the only one of its type pending, is handed to the run if the
+        taker runs it, which then takes it without reading it back: on a database server that
+        read is a round trip on the event's way to the code waiting for it."""
+        if self.taker is not None and self.taker.hand_event(pk, event):
+            return
         self._sent.add(pk)
         self._event.set()
 

@@ -146,6 +146,11 @@ class EventDelivery:
     """Leased by a worker, which wakes the waiting instance in memory."""
     added: bool
     """False when the instance's status takes no events."""
+    seq: int | None = None
+    """The event's number, when it was added."""
+    first: bool = False
+    """No other event of its type was pending for the instance: a wait for that type may take
+    this one at once, without reading the instance's events (``InstanceRun.offer``)."""
 
 
 @dataclass(frozen=True, slots=True)

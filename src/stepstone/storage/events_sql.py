@@ -101,6 +101,18 @@ def _waking(pk: Any, statuses: frozenset[str]) -> Update:
     )
 
 
+EARLIER_PENDING = Prepared(
+    select(events.c.seq)
+    .where(
+        events.c.instance_pk == bindparam("b_pk"),
+        events.c.type == bindparam("b_type"),
+        events.c.consumed_by_name.is_(None),
+        events.c.seq < bindparam("b_seq"),
+    )
+    .limit(1)
+)
+"""A pending event of instance ``b_pk`` of type ``b_type`` that arrived before ``b_seq``."""
+
 TARGET = (
     select(instances.c.pk, instances.c.status, instances.c.lease_owner)
     .join(workflows, workflows.c.id == instances.c.workflow_id)
@@ -119,13 +131,17 @@ def delivery(accepted: frozenset[str], wake: frozenset[str]) -> Prepared:
     the event if its status takes events, make it ready if it waits, and tell the other
     processes, in one statement (one round trip instead of four: on PostgreSQL, round trips
     are most of what this costs). Returns the instance's pk, status and lease owner, and
-    ``seq`` (None when the event was not added); no row when there is no such instance.
-    PostgreSQL runs each data-modifying part exactly once, read or not.
+    ``seq`` (None when the event was not added) and ``first`` (no other event of its type was
+    pending); no row when there is no such instance. PostgreSQL runs each data-modifying part
+    exactly once, read or not.
 
     The instance's row is locked first, so that the events of one instance are numbered in
     the order they commit: a wait takes the earliest pending event and commits the taking
     later (``InstanceRun.take_event``), and its replay must find no earlier one appearing in
-    between (on SQLite, one writer at a time, they always are)."""
+    between (on SQLite, one writer at a time, they always are). ``first`` is read in the
+    statement's snapshot, taken before that lock: a delivery committed while this one waited
+    for it is not seen, so two events sent at once may both say ``first``; either order is
+    then one the senders could have seen (neither's answer came before the other was sent)."""
     target = TARGET.with_for_update(of=instances).cte("target")
     takes = target.c.status.in_([literal(s) for s in sorted(accepted)])
     added = (
@@ -144,6 +160,15 @@ def delivery(accepted: frozenset[str], wake: frozenset[str]) -> Prepared:
         .returning(instances.c.pk)
         .cte("woken")
     )
+    earlier = (
+        select(events.c.seq)
+        .where(
+            events.c.instance_pk == target.c.pk,
+            events.c.type == bindparam("b_type"),
+            events.c.consumed_by_name.is_(None),
+        )
+        .exists()
+    )
     told = select(
         func.pg_notify(
             bindparam("channel"), bindparam("origin") + cast(added.c.instance_pk, String)
@@ -155,6 +180,7 @@ def delivery(accepted: frozenset[str], wake: frozenset[str]) -> Prepared:
             target.c.status,
             target.c.lease_owner,
             select(added.c.seq).scalar_subquery().label("seq"),
+            (~earlier).label("first"),
             select(func.count()).select_from(woken).scalar_subquery().label("woken"),
             select(func.count()).select_from(told).scalar_subquery().label("told"),
         )

@@ -283,14 +283,17 @@ class SqlStore(RuntimeQueries, RunQueries, CatalogQueries, KeyQueries):
                 values = {"b_type": type, "b_payload": payload, "b_now": now}
                 values.update(params, **self._dialect.signal_values())
                 row = events_sql.delivery(accepted, statuses).first(conn, values)
-                return None if row is None else _delivery(row, added=row.seq is not None)
+                return None if row is None else _delivery(row, row.seq, first=row.first)
             row = _EVENT_TARGET.first(conn, params)
             if row is None:
                 return None
-            added = row.status in accepted
-            if added:
-                events_sql.add_event(conn, self._dialect, row.pk, type, payload, now, statuses)
-            return _delivery(row, added=added)
+            if row.status not in accepted:
+                return _delivery(row, None, first=False)
+            seq = events_sql.add_event(conn, self._dialect, row.pk, type, payload, now, statuses)
+            earlier = events_sql.EARLIER_PENDING.first(
+                conn, {"b_pk": row.pk, "b_type": type, "b_seq": seq}
+            )
+            return _delivery(row, seq, first=earlier is None)
 
         return await self._db.write(tx)
 
@@ -348,12 +351,14 @@ _BY_ID = Prepared(
 _BY_PK = Prepared(select(instances).where(instances.c.pk == bindparam("pk")))
 
 
-def _delivery(row: Any, *, added: bool) -> EventDelivery:
+def _delivery(row: Any, seq: int | None, *, first: bool) -> EventDelivery:
     return EventDelivery(
         pk=row.pk,
         status=InstanceStatus(row.status),
         held=row.lease_owner is not None,
-        added=added,
+        added=seq is not None,
+        seq=seq,
+        first=first and seq is not None,
     )
 
 

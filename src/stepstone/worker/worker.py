@@ -15,7 +15,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from stepstone.domain.errors import StoreUnavailableError, ValidationError
-from stepstone.domain.records import Claim
+from stepstone.domain.records import Claim, Event
 from stepstone.domain.status import IN_PROGRESS, ON_CLAIM, RUNNABLE, InstanceStatus
 from stepstone.engine.schedules import fire_due
 from stepstone.runtime.clock import Clock, FakeClock, SystemClock
@@ -397,6 +397,13 @@ class Worker:
             self._start(claim, self.settings.hold_ms)
             if not self._accepting:  # stopping meanwhile: hand it back at its first step
                 self._runs[claim.instance.pk][0].drain()
+
+    def hand_event(self, pk: int, event: Event | None) -> bool:
+        held = self._runs.get(pk)
+        if held is None:
+            return False
+        held[0].offer(event)
+        return True
 
     async def _heartbeat(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
