@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from stepstone import WorkflowEntrypoint, WorkflowEvent, WorkflowStep
@@ -149,6 +151,57 @@ async def test_a_value_the_database_refuses_is_a_validation_error(
     else:
         with pytest.raises(ValidationError, match="cannot be stored"):
             await engine.send_event("idle", instance.id, "type\x00with-nul", None)
+
+
+async def test_moves_committed_together_each_get_their_own_outcome(
+    engine: Engine, store: SqlStore, clock: FakeClock
+) -> None:
+    """Moves queued at once share a transaction (on a server, one round trip): one that finds
+    its instance elsewhere, or carries a value the database refuses, fails alone."""
+    await engine.deploy_class(Idle)
+    await engine.create_instances("idle", [(f"m-{i}", None) for i in range(5)])
+    claims = sorted(
+        await store.claim("w1", clock.now_ms(), 30_000, 10, RUNNABLE), key=lambda c: c.instance.id
+    )
+    nap = StepRecord(
+        name="nap", count=1, type=StepType.SLEEP, state=StepState.WAITING, seq=1, started_at=0,
+        wake_at=5_000,
+    )  # fmt: skip
+    refused = "\x00" if not store.url.startswith("sqlite") else None  # PostgreSQL refuses NUL
+
+    async def move(claim: Claim, expected: S, **fields: str | None) -> bool | Exception:
+        try:
+            return await store.move(
+                claim, expected={expected}, target=S.WAITING, now=clock.now_ms(), ready_at=5_000,
+                release=True, steps=[nap], **fields,
+            )  # fmt: skip
+        except ValidationError as exc:
+            return exc
+
+    outcomes = list(
+        await asyncio.gather(
+            move(claims[0], S.RUNNING),  # it is queued: not moved
+            move(claims[1], S.QUEUED),
+            move(claims[2], S.QUEUED),
+        )
+    )
+    assert outcomes == [False, True, True]
+    outcomes += await asyncio.gather(
+        move(claims[3], S.QUEUED, error_message=refused), move(claims[4], S.QUEUED)
+    )
+    assert outcomes[4] is True
+    if refused is not None:
+        assert isinstance(outcomes[3], ValidationError)
+    for claim, outcome in zip(claims, outcomes, strict=True):
+        found = await store.get_instance_by_pk(claim.instance.pk)
+        assert found is not None
+        written = await store.load_steps(claim.instance.pk)
+        if outcome is True:
+            assert (found.status, found.lease_owner, found.ready_at) == (S.WAITING, None, 5_000)
+            assert [r.name for r in written] == ["nap"]
+        else:
+            assert (found.status, found.lease_owner) == (S.QUEUED, "w1")
+            assert written == []
 
 
 async def test_instances_in_progress_are_claimed_before_queued_ones(

@@ -144,6 +144,28 @@ class Prepared:
         return cls
 
 
+def rowcounts(conn: Connection, runs: Sequence[tuple[Prepared, Mapping[str, Any]]]) -> list[int]:
+    """Run the statements in order; the rows each changed. On PostgreSQL in one round trip
+    (psycopg's pipeline mode) instead of one each: a herd's status moves are hundreds of small
+    statements a transaction, each costing a round trip several times what running it does."""
+    if len(runs) == 1 or conn.dialect.name != "postgresql":
+        return [prepared.run(conn, params).rowcount for prepared, params in runs]
+    dbapi: Any = conn.connection.dbapi_connection
+    plans = [(prepared._plan(conn.dialect), params) for prepared, params in runs]
+    cursors = []
+    try:
+        with dbapi.pipeline():
+            for plan, params in plans:
+                cursor = dbapi.cursor()
+                cursor.execute(plan.sql, plan.bind(params))
+                cursors.append(cursor)
+    except plans[0][0].dbapi_error as exc:
+        raise DBAPIError.instance(
+            "(a pipeline of statements)", None, exc, plans[0][0].dbapi_error
+        ) from exc
+    return [int(cursor.rowcount) for cursor in cursors]
+
+
 def _compile(statement: ClauseElement, dialect: Dialect) -> _Plan:
     compiled = cast(SQLCompiler, statement.compile(dialect=dialect))
     values: dict[str, Any] = {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
@@ -35,7 +36,7 @@ from stepstone.storage import events_sql, rows
 from stepstone.storage.base import KEEP, LeaseLostError, OwnedInstance
 from stepstone.storage.database import Database
 from stepstone.storage.dialect import Dialect
-from stepstone.storage.prepared import Prepared
+from stepstone.storage.prepared import Prepared, rowcounts
 from stepstone.storage.tables import events, instances, steps, workflows
 from stepstone.storage.tables import schedules as cron_schedules
 
@@ -312,7 +313,7 @@ class RuntimeQueries:
             values["ready_at"] = ready_at
         if release:
             values.update(lease_owner=None, lease_expires_at=None)
-        pk, parent_pk = claim.instance.pk, claim.instance.parent_pk
+        pk = claim.instance.pk
         # Releasing tells the other processes (a new timer, or work for any worker), by the
         # move itself: one round trip fewer. A dialect with nothing to bind (SQLite) has nobody
         # to tell (``Dialect.signal_values``).
@@ -322,34 +323,67 @@ class RuntimeQueries:
         )
         params = {"b_pk": pk, "b_owner": claim.owner, "b_epoch": claim.epoch, **told}
         params.update({f"v_{k}": v for k, v in values.items()})
-        types = sorted(wake_for)
+        parent_pk = claim.instance.parent_pk
+        ended = None
+        if target.is_terminal and parent_pk is not None:
+            ended = {"parent_pk": parent_pk, "child_id": claim.instance.id, "now": now}
+            ended.update(status=target.value, **_outcome(fields))
+        move = _Move(
+            statement,
+            params,
+            claim,
+            steps,
+            [{"instance_pk": pk, **rows.step_values(r)} for r in steps],
+            now,
+            sorted(wake_for),
+            ended,
+        )
+        return bool(await self._db.write_batched(self._moves, move))
 
-        step_values = [{"instance_pk": pk, **rows.step_values(r)} for r in steps]
-
-        def tx(conn: Connection) -> bool:
-            moved = statement.run(conn, params).rowcount
-            if moved == 1 and step_values:
-                self._upsert_step.run_many(conn, step_values)
-                _consume(conn, pk, steps)
-            if moved == 1 and types:
+    def _moves(self, conn: Connection, items: Sequence[_Move]) -> list[bool]:
+        """Many runs' moves in one transaction: the moves first, in order (on a server in one
+        round trip), then what the moved ones carry: their steps in one write, the events they
+        took, the wake-up for an event that came while the instance still looked busy, a
+        child's end told to its parent."""
+        moved = [n == 1 for n in rowcounts(conn, [(m.statement, m.params) for m in items])]
+        values = [v for m, ok in zip(items, moved, strict=True) if ok for v in m.step_values]
+        if len(values) == 1:
+            self._upsert_step.run(conn, values[0])
+        elif values:
+            self._upsert_step.run_many(conn, values)
+        for m, ok in zip(items, moved, strict=True):
+            if not ok:
+                continue
+            pk = m.claim.instance.pk
+            _consume(conn, pk, m.steps)
+            if m.wake_for:
                 # An event that arrived while the instance still looked busy must not wait for
                 # the deadline: in this same transaction, wake the instance if one is pending.
-                conn.execute(_WAKE_FOR_EVENTS, {"b_pk": pk, "b_types": types, "b_now": now})
-            if moved == 1 and target.is_terminal and parent_pk is not None:
-                events_sql.announce_end(
-                    conn,
-                    self._dialect,
-                    parent_pk=parent_pk,
-                    child_id=claim.instance.id,
-                    status=target.value,
-                    output=fields.get("output"),
-                    error_name=fields.get("error_name"),
-                    error_message=fields.get("error_message"),
-                    now=now,
-                )
-            return bool(moved == 1)
+                conn.execute(_WAKE_FOR_EVENTS, {"b_pk": pk, "b_types": m.wake_for, "b_now": m.now})
+            if m.ended is not None:
+                events_sql.announce_end(conn, self._dialect, **m.ended)
+        return moved
 
-        return await self._db.write(tx)
+
+@dataclass(frozen=True, slots=True)
+class _Move:
+    """One run's status move, waiting for its commit beside others."""
+
+    statement: Prepared
+    params: dict[str, Any]
+    claim: Claim
+    steps: Sequence[StepRecord]
+    """Records carried by the move (the run's deferred ones)."""
+    step_values: list[dict[str, Any]]
+    now: int
+    wake_for: list[str]
+    """Event types that wake the instance at once if one is pending (a wait leaving memory)."""
+    ended: dict[str, Any] | None
+    """A child's end to tell its parent: ``announce_end``'s arguments."""
+
+
+def _outcome(fields: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: fields.get(k) for k in ("output", "error_name", "error_message")}
 
 
 def _statuses(values: Collection[str]) -> list[Any]:
