@@ -52,7 +52,7 @@ async def _in_process(
             if workload == "concurrent":
                 return await stepstone_side.concurrent(h, sizes.concurrent)
             return await stepstone_side.timers(
-                h, sizes.sleepers, sizes.sleep_ms, sizes.child_timeout_s
+                h, db, sizes.sleepers, sizes.sleep_ms, sizes.child_timeout_s
             )
     from bench import dbos_side
 

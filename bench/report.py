@@ -26,6 +26,8 @@ LABELS = {
     "send_p50_ms": "event POST answered, p50 ms",
     "late_p50_ms": "wake-up lateness p50 ms",
     "late_p99_ms": "wake-up lateness p99 ms",
+    "sleep_late_p50_ms": "from the sleep's deadline, p50 ms",
+    "sleep_late_p99_ms": "from the sleep's deadline, p99 ms",
     "rss_asleep_mb": "RSS while asleep, MB",
     "rss_growth_mb": "RSS growth for the sleepers, MB",
     "rss_peak_mb": "RSS peak, MB",

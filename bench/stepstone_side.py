@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from bench import flows
+from bench import flows, records
 from bench.databases import RunDatabase
 from bench.probes import EndTracker, RssSampler, now_ms, rss_mb, timer_figures
 from bench.stats import latency
@@ -157,7 +157,9 @@ async def concurrent(h: Harness, m: int) -> dict[str, float]:
     }
 
 
-async def timers(h: Harness, k: int, sleep_ms: int, timeout_s: float) -> dict[str, float]:
+async def timers(
+    h: Harness, db: RunDatabase, k: int, sleep_ms: int, timeout_s: float
+) -> dict[str, float]:
     """``k`` instances sleeping ``sleep_ms`` at once: how late they wake, how much memory."""
     base = rss_mb()
     sampler = RssSampler()
@@ -170,4 +172,8 @@ async def timers(h: Harness, k: int, sleep_ms: int, timeout_s: float) -> dict[st
     elapsed_s = (now_ms() - start) / 1000
     await sampler.stop()
     outputs = await h.outputs("bench-sleep")
-    return timer_figures(outputs, sampler, base, elapsed_s)
+    from_deadline = await asyncio.to_thread(records.sleep_lateness, db)
+    return {
+        **timer_figures(outputs, sampler, base, elapsed_s),
+        **latency("sleep_late_", from_deadline),
+    }
