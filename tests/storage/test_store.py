@@ -153,6 +153,18 @@ async def test_a_value_the_database_refuses_is_a_validation_error(
             await engine.send_event("idle", instance.id, "type\x00with-nul", None)
 
 
+async def test_a_batch_of_new_instances_comes_back_in_the_order_it_was_given(
+    engine: Engine, store: SqlStore
+) -> None:
+    """On a server the batch is one statement, whose rows are matched back to the request."""
+    await engine.deploy_class(Idle)
+    ids = ["c", "a", "d", "b"]
+    created = await engine.create_instances("idle", [(i, {"n": i}) for i in ids])
+    assert [i.id for i in created] == ids
+    assert [i.params for i in created] == [f'{{"n":"{i}"}}' for i in ids]
+    assert len({i.pk for i in created}) == len(ids)
+
+
 async def test_moves_committed_together_each_get_their_own_outcome(
     engine: Engine, store: SqlStore, clock: FakeClock
 ) -> None:

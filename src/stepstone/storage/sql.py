@@ -40,7 +40,7 @@ from stepstone.storage.catalog_sql import CatalogQueries
 from stepstone.storage.database import Database
 from stepstone.storage.dialect import Dialect, schema_revisions
 from stepstone.storage.keys_sql import KeyQueries
-from stepstone.storage.prepared import Prepared
+from stepstone.storage.prepared import Prepared, Unnested
 from stepstone.storage.runs_sql import RunQueries
 from stepstone.storage.runtime_sql import RuntimeQueries
 from stepstone.storage.tables import events, instance_counts, instances, steps, workflows
@@ -60,6 +60,13 @@ class SqlStore(RuntimeQueries, RunQueries, CatalogQueries, KeyQueries):
         return self._db.writer.url.render_as_string(hide_password=True)
 
     # ---------------------------------------------------------------- lifecycle
+    def _insert_instances(self, conn: Connection, values: list[dict[str, Any]]) -> list[Any]:
+        """The new rows, in the order of ``values``: on a server in one statement."""
+        if len(values) == 1 or self._dialect.in_process:
+            return [row for one in values for row in _INSERT_ONE.all(conn, one)]
+        found = {(r.workflow_id, r.id): r for r in _INSERT_MANY.all(conn, values)}
+        return [found[v["workflow_id"], v["id"]] for v in values]
+
     async def migrate(self) -> None:
         await self._db.write(self._dialect.migrate)
 
@@ -97,13 +104,7 @@ class SqlStore(RuntimeQueries, RunQueries, CatalogQueries, KeyQueries):
         ]
 
         def tx(conn: Connection) -> list[Instance]:
-            result: Sequence[Any]
-            result = (
-                _INSERT_ONE.all(conn, values[0])
-                if len(values) == 1
-                else _INSERT_ONE.all_many(conn, values)
-            )
-            created = [rows.to_instance(r) for r in result]
+            created = [rows.to_instance(r) for r in self._insert_instances(conn, values)]
             step_values = [
                 {"instance_pk": i.pk, **rows.step_values(record)}
                 for i in created
@@ -367,4 +368,12 @@ _INSERT_ONE = Prepared(
     insert(instances)
     .values({c: bindparam(c) for c in rows.NEW_INSTANCE_COLUMNS})
     .returning(*instances.c)
+)
+_INSERT_MANY = Unnested(
+    {c: instances.c[c].type for c in rows.NEW_INSTANCE_COLUMNS},
+    lambda new: (
+        insert(instances)
+        .from_select(rows.NEW_INSTANCE_COLUMNS, select(*new.c))
+        .returning(*instances.c)
+    ),
 )
