@@ -216,6 +216,38 @@ async def test_moves_committed_together_each_get_their_own_outcome(
             assert written == []
 
 
+async def test_records_of_one_step_committed_together_keep_the_upserts_order(
+    engine: Engine, store: SqlStore, clock: FakeClock
+) -> None:
+    """A move may carry two records of one step (a sleep that began and ended); committed
+    beside other moves they are one statement on a server, which must not write a row twice
+    and must keep what the writes one after another would: the newer record, unless the older
+    one settled the step."""
+    await engine.deploy_class(Idle)
+    await engine.create_instances("idle", [("r-1", None), ("r-2", None)])
+    claims = sorted(
+        await store.claim("w1", clock.now_ms(), 30_000, 10, RUNNABLE), key=lambda c: c.instance.id
+    )
+    nap = StepRecord(
+        name="nap", count=1, type=StepType.SLEEP, state=StepState.WAITING, seq=1, started_at=0,
+        wake_at=5,
+    )  # fmt: skip
+    first, second = _step(StepState.COMPLETE, '"first"'), _step(StepState.COMPLETE, '"second"')
+
+    async def move(claim: Claim, carried: list[StepRecord]) -> bool:
+        return await store.move(
+            claim, expected={S.QUEUED}, target=S.RUNNING, now=clock.now_ms(), steps=carried
+        )
+
+    assert await asyncio.gather(
+        move(claims[0], [nap, nap.completed_at(5)]), move(claims[1], [first, second])
+    ) == [True, True]
+    [slept] = await store.load_steps(claims[0].instance.pk)
+    assert (slept.state, slept.ended_at) == (StepState.COMPLETE, 5)
+    [kept] = await store.load_steps(claims[1].instance.pk)
+    assert kept.output == '"first"'
+
+
 async def test_instances_in_progress_are_claimed_before_queued_ones(
     engine: Engine, store: SqlStore, clock: FakeClock
 ) -> None:

@@ -141,9 +141,16 @@ class Unnested:
         self._names = tuple(columns)
         self._prepared = Prepared(build(rows))
 
+    def _arrays(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:
+        return {f"a_{n}": [row[n] for row in rows] for n in self._names}
+
+    def run(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> Any:
+        """Run it over ``rows`` (mappings with every column); the driver's cursor."""
+        return self._prepared.run(conn, self._arrays(rows))
+
     def all(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
-        """Run it over ``rows`` (mappings with every column); the rows it returns."""
-        return self._prepared.all(conn, {f"a_{n}": [row[n] for row in rows] for n in self._names})
+        """Run it over ``rows``; the rows it returns."""
+        return self._prepared.all(conn, self._arrays(rows))
 
 
 def rowcounts(conn: Connection, runs: Sequence[tuple[Prepared, Mapping[str, Any]]]) -> list[int]:

@@ -36,7 +36,7 @@ from stepstone.storage import events_sql, rows
 from stepstone.storage.base import KEEP, LeaseLostError, OwnedInstance
 from stepstone.storage.database import Database
 from stepstone.storage.dialect import Dialect
-from stepstone.storage.prepared import Prepared, rowcounts
+from stepstone.storage.prepared import Prepared, Unnested, rowcounts
 from stepstone.storage.tables import events, instances, steps, workflows
 from stepstone.storage.tables import schedules as cron_schedules
 
@@ -68,6 +68,12 @@ class RuntimeQueries:
         self._upsert_step = Prepared(self._dialect.upsert(steps, keys=keys, where=unsettled))
         self._fenced_upsert_step = Prepared(
             self._dialect.upsert(steps, keys=keys, where=unsettled, source=_FENCED_STEP)
+        )
+        self._upsert_steps = Unnested(
+            {c.name: c.type for c in steps.c},
+            lambda rows: self._dialect.upsert(
+                steps, keys=keys, where=unsettled, source=select(*rows.c)
+            ),
         )
         self._candidate_queries: dict[tuple[frozenset[str], bool], Prepared] = {}
 
@@ -253,12 +259,19 @@ class RuntimeQueries:
                 continue
             outcomes.append(None)
             values.extend({"instance_pk": pk, **rows.step_values(r)} for r in records)
-        if len(values) == 1:
-            self._upsert_step.run(conn, values[0])
-        elif values:
-            self._upsert_step.run_many(conn, values)
+        self._write_steps(conn, values)
         _consume_written(conn, items, outcomes)
         return outcomes
+
+    def _write_steps(self, conn: Connection, values: list[dict[str, Any]]) -> None:
+        """Step rows whose instances' leases were checked already: on a server in one
+        statement (a pipeline of one statement a row costs PostgreSQL more)."""
+        if len(values) == 1:
+            self._upsert_step.run(conn, values[0])
+        elif values and self._dialect.in_process:
+            self._upsert_step.run_many(conn, values)
+        elif values:
+            self._upsert_steps.run(conn, _one_per_key(values))
 
     def _save_fenced(
         self, conn: Connection, items: Sequence[tuple[Claim, Sequence[StepRecord]]]
@@ -346,11 +359,9 @@ class RuntimeQueries:
         took, the wake-up for an event that came while the instance still looked busy, a
         child's end told to its parent."""
         moved = [n == 1 for n in rowcounts(conn, [(m.statement, m.params) for m in items])]
-        values = [v for m, ok in zip(items, moved, strict=True) if ok for v in m.step_values]
-        if len(values) == 1:
-            self._upsert_step.run(conn, values[0])
-        elif values:
-            self._upsert_step.run_many(conn, values)
+        self._write_steps(
+            conn, [v for m, ok in zip(items, moved, strict=True) if ok for v in m.step_values]
+        )
         for m, ok in zip(items, moved, strict=True):
             if not ok:
                 continue
@@ -380,6 +391,22 @@ class _Move:
     """Event types that wake the instance at once if one is pending (a wait leaving memory)."""
     ended: dict[str, Any] | None
     """A child's end to tell its parent: ``announce_end``'s arguments."""
+
+
+_SETTLED = frozenset({StepState.COMPLETE.value, StepState.SKIPPED.value})
+
+
+def _one_per_key(values: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per step: a statement may not upsert a row twice. A later record of a step
+    replaces an earlier one unless that one is settled (as the upserts one after another
+    would: a settled step is never overwritten)."""
+    kept: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for row in values:
+        key = (row["instance_pk"], row["name"], row["count"])
+        earlier = kept.get(key)
+        if earlier is None or earlier["state"] not in _SETTLED:
+            kept[key] = row
+    return list(kept.values())
 
 
 def _outcome(fields: Mapping[str, Any]) -> dict[str, Any]:
