@@ -216,6 +216,32 @@ async def test_moves_committed_together_each_get_their_own_outcome(
             assert written == []
 
 
+async def test_two_moves_of_one_instance_committed_together_keep_their_order(
+    engine: Engine, store: SqlStore, clock: FakeClock
+) -> None:
+    """Moves of one shape are one statement on a server; an instance moved twice in a batch
+    is moved twice, in order."""
+    await engine.deploy_class(Idle)
+    await engine.create_instances("idle", [(f"o-{i}", None) for i in range(3)])
+    claims = sorted(
+        await store.claim("w1", clock.now_ms(), 30_000, 10, RUNNABLE), key=lambda c: c.instance.id
+    )
+
+    async def move(claim: Claim, expected: S, target: S) -> bool:
+        return await store.move(claim, expected={expected}, target=target, now=clock.now_ms())
+
+    assert await move(claims[0], S.QUEUED, S.RUNNING)
+    outcomes = await asyncio.gather(
+        move(claims[0], S.RUNNING, S.WAITING),
+        move(claims[1], S.QUEUED, S.RUNNING),
+        move(claims[1], S.RUNNING, S.WAITING),  # the same shape as the first: after the second
+        move(claims[2], S.QUEUED, S.RUNNING),
+    )
+    assert outcomes == [True, True, True, True]
+    found = [await store.get_instance_by_pk(c.instance.pk) for c in claims]
+    assert [i.status for i in found if i is not None] == [S.WAITING, S.WAITING, S.RUNNING]
+
+
 async def test_records_of_one_step_committed_together_keep_the_upserts_order(
     engine: Engine, store: SqlStore, clock: FakeClock
 ) -> None:

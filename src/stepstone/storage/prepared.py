@@ -139,26 +139,27 @@ class Unnested:
         arrays = [bindparam(f"a_{name}", type_=ARRAY(kind)) for name, kind in columns.items()]
         rows = func.unnest(*arrays).table_valued(*columns).render_derived()
         self._names = tuple(columns)
-        self._prepared = Prepared(build(rows))
+        self.prepared = Prepared(build(rows))
 
-    def _arrays(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:
+    def params(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """The statement's parameters for ``rows`` (mappings with every column)."""
         return {f"a_{n}": [row[n] for row in rows] for n in self._names}
 
     def run(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> Any:
-        """Run it over ``rows`` (mappings with every column); the driver's cursor."""
-        return self._prepared.run(conn, self._arrays(rows))
+        """Run it over ``rows``; the driver's cursor."""
+        return self.prepared.run(conn, self.params(rows))
 
     def all(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
         """Run it over ``rows``; the rows it returns."""
-        return self._prepared.all(conn, self._arrays(rows))
+        return self.prepared.all(conn, self.params(rows))
 
 
-def rowcounts(conn: Connection, runs: Sequence[tuple[Prepared, Mapping[str, Any]]]) -> list[int]:
-    """Run the statements in order; the rows each changed. On PostgreSQL in one round trip
-    (psycopg's pipeline mode) instead of one each: a herd's status moves are hundreds of small
+def pipelined(conn: Connection, runs: Sequence[tuple[Prepared, Mapping[str, Any]]]) -> list[Any]:
+    """Run the statements in order; each one's cursor. On PostgreSQL in one round trip
+    (psycopg's pipeline mode) instead of one each: a herd's status moves are many small
     statements a transaction, each costing a round trip several times what running it does."""
     if len(runs) == 1 or conn.dialect.name != "postgresql":
-        return [prepared.run(conn, params).rowcount for prepared, params in runs]
+        return [prepared.run(conn, params) for prepared, params in runs]
     dbapi: Any = conn.connection.dbapi_connection
     plans = [(prepared._plan(conn.dialect), params) for prepared, params in runs]
     cursors = []
@@ -172,7 +173,7 @@ def rowcounts(conn: Connection, runs: Sequence[tuple[Prepared, Mapping[str, Any]
         raise DBAPIError.instance(
             "(a pipeline of statements)", None, exc, plans[0][0].dbapi_error
         ) from exc
-    return [int(cursor.rowcount) for cursor in cursors]
+    return cursors
 
 
 def _compile(statement: ClauseElement, dialect: Dialect) -> _Plan:

@@ -36,7 +36,7 @@ from stepstone.storage import events_sql, rows
 from stepstone.storage.base import KEEP, LeaseLostError, OwnedInstance
 from stepstone.storage.database import Database
 from stepstone.storage.dialect import Dialect
-from stepstone.storage.prepared import Prepared, Unnested, rowcounts
+from stepstone.storage.prepared import Prepared, Unnested, pipelined
 from stepstone.storage.tables import events, instances, steps, workflows
 from stepstone.storage.tables import schedules as cron_schedules
 
@@ -331,9 +331,7 @@ class RuntimeQueries:
         # move itself: one round trip fewer. A dialect with nothing to bind (SQLite) has nobody
         # to tell (``Dialect.signal_values``).
         told = self._dialect.signal_values() if release else {}
-        statement = _move_statement(
-            frozenset(s.value for s in expected), frozenset(values), bool(told)
-        )
+        shape = (frozenset(s.value for s in expected), frozenset(values), bool(told))
         params = {"b_pk": pk, "b_owner": claim.owner, "b_epoch": claim.epoch, **told}
         params.update({f"v_{k}": v for k, v in values.items()})
         parent_pk = claim.instance.parent_pk
@@ -342,7 +340,7 @@ class RuntimeQueries:
             ended = {"parent_pk": parent_pk, "child_id": claim.instance.id, "now": now}
             ended.update(status=target.value, **_outcome(fields))
         move = _Move(
-            statement,
+            shape,
             params,
             claim,
             steps,
@@ -358,7 +356,7 @@ class RuntimeQueries:
         round trip), then what the moved ones carry: their steps in one write, the events they
         took, the wake-up for an event that came while the instance still looked busy, a
         child's end told to its parent."""
-        moved = [n == 1 for n in rowcounts(conn, [(m.statement, m.params) for m in items])]
+        moved = self._run_moves(conn, items)
         self._write_steps(
             conn, [v for m, ok in zip(items, moved, strict=True) if ok for v in m.step_values]
         )
@@ -375,12 +373,59 @@ class RuntimeQueries:
                 events_sql.announce_end(conn, self._dialect, **m.ended)
         return moved
 
+    def _run_moves(self, conn: Connection, items: Sequence[_Move]) -> list[bool]:
+        """Whether each move found its instance where it expected it. On a server, the moves
+        of one shape are one statement over arrays (``_move_many``) and every statement goes
+        in one round trip; one instance's moves keep their order (``_rounds``)."""
+        if self._dialect.in_process or len(items) == 1:
+            return [_move_statement(*m.shape).run(conn, m.params).rowcount == 1 for m in items]
+        moved = [False] * len(items)
+        for indexes in _rounds(items):
+            shapes: dict[_Shape, list[int]] = {}
+            for i in indexes:
+                shapes.setdefault(items[i].shape, []).append(i)
+            runs = []
+            for shape, group in shapes.items():
+                if len(group) == 1:
+                    runs.append((_move_statement(*shape), items[group[0]].params))
+                    continue
+                many = _move_many(*shape)
+                params = many.params([items[i].params for i in group])
+                params.update(self._dialect.signal_values() if shape[2] else {})
+                runs.append((many.prepared, params))
+            for group, cursor in zip(shapes.values(), pipelined(conn, runs), strict=True):
+                if len(group) == 1:
+                    moved[group[0]] = cursor.rowcount == 1
+                    continue
+                found = {row[0] for row in cursor.fetchall()}
+                for i in group:
+                    moved[i] = items[i].claim.instance.pk in found
+        return moved
+
+
+_Shape = tuple[frozenset[str], frozenset[str], bool]
+"""A move's statuses expected, columns set, and whether it tells other processes."""
+
+
+def _rounds(items: Sequence[_Move]) -> list[list[int]]:
+    """``items``' indexes in rounds in which no instance moves twice, its moves in order."""
+    rounds: list[list[int]] = []
+    last: dict[int, int] = {}
+    for i, move in enumerate(items):
+        pk = move.claim.instance.pk
+        at = last.get(pk, -1) + 1
+        if at == len(rounds):
+            rounds.append([])
+        rounds[at].append(i)
+        last[pk] = at
+    return rounds
+
 
 @dataclass(frozen=True, slots=True)
 class _Move:
     """One run's status move, waiting for its commit beside others."""
 
-    statement: Prepared
+    shape: _Shape
     params: dict[str, Any]
     claim: Claim
     steps: Sequence[StepRecord]
@@ -525,6 +570,33 @@ def _move_statement(expected: frozenset[str], columns: frozenset[str], tells: bo
     if tells:
         statement = statement.returning(func.pg_notify(bindparam("channel"), bindparam("origin")))
     return Prepared(statement)
+
+
+@functools.cache
+def _move_many(expected: frozenset[str], columns: frozenset[str], tells: bool) -> Unnested:
+    """``_move_statement`` for many instances at once: the same parameters, as arrays; returns
+    the keys of the instances it moved."""
+    names = {"b_pk": instances.c.pk.type, "b_owner": instances.c.lease_owner.type}
+    names["b_epoch"] = instances.c.lease_epoch.type
+    names.update({f"v_{c}": instances.c[c].type for c in sorted(columns)})
+
+    def build(rows: Any) -> Any:
+        returned: list[Any] = [instances.c.pk]
+        if tells:
+            returned.append(func.pg_notify(bindparam("channel"), bindparam("origin")))
+        return (
+            update(instances)
+            .where(
+                instances.c.pk == rows.c.b_pk,
+                instances.c.lease_owner == rows.c.b_owner,
+                instances.c.lease_epoch == rows.c.b_epoch,
+                instances.c.status.in_(_statuses(expected)),
+            )
+            .values({c: rows.c[f"v_{c}"] for c in sorted(columns)})
+            .returning(*returned)
+        )
+
+    return Unnested(names, build)
 
 
 def _room(conn: Connection, found: Sequence[Row[Any]], now: int) -> dict[str, int]:
