@@ -16,6 +16,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from sqlalchemy import Connection, create_engine
+from sqlalchemy.exc import IntegrityError
 
 from stepstone import WorkflowEntrypoint, WorkflowEvent, WorkflowStep
 from stepstone.domain.errors import DuplicateInstanceError
@@ -191,3 +192,37 @@ async def test_a_deadlock_with_another_transaction_is_retried(postgres_url: str)
         await asyncio.to_thread(other.join, 10)
         await db.close()
     assert attempts == 2
+
+
+async def test_a_single_statement_write_leaves_the_next_transaction_atomic(
+    postgres_url: str,
+) -> None:
+    """On a server a lone one-statement write runs in autocommit mode (no BEGIN, no COMMIT);
+    the transaction after it is a transaction again: what it wrote before failing is undone."""
+    dsn = postgres_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(dsn, autocommit=True) as setup:
+        setup.execute("CREATE TABLE rows (id int PRIMARY KEY)")
+    engine = create_engine(postgres_url)
+    db = Database(
+        engine, engine, PostgresDialect().begin_write, read_threads=1, single_autocommit=True
+    )
+
+    def status(conn: Connection) -> int:
+        conn.exec_driver_sql("INSERT INTO rows VALUES (1)")
+        raw = conn.connection.dbapi_connection
+        assert raw is not None
+        return int(raw.info.transaction_status)
+
+    def half_then_fail(conn: Connection) -> None:
+        conn.exec_driver_sql("INSERT INTO rows VALUES (2)")
+        conn.exec_driver_sql("INSERT INTO rows VALUES (1)")  # a duplicate: the write fails
+
+    try:
+        # Autocommit: the statement committed itself, no transaction is open after it.
+        assert await db.write(status, single=True) == psycopg.pq.TransactionStatus.IDLE
+        with pytest.raises(IntegrityError):
+            await db.write(half_then_fail)
+    finally:
+        await db.close()
+    with psycopg.connect(dsn) as check:
+        assert check.execute("SELECT id FROM rows ORDER BY id").fetchall() == [(1,)]

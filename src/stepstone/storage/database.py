@@ -51,12 +51,13 @@ class Database:
         *,
         read_threads: int,
         inline: bool = False,
+        single_autocommit: bool = False,
     ) -> None:
         self.writer = writer
         self.reader = reader
         self._inline = Committer(writer, begin, wait=False) if inline else None
         self._inline_reader: Connection | None = None
-        self._committer = Committer(writer, begin)
+        self._committer = Committer(writer, begin, single_autocommit=single_autocommit)
         self._readers = Readers(reader, read_threads)
         # loop side
         self._pending: list[Op] = []
@@ -72,16 +73,17 @@ class Database:
         self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------ writes
-    async def write(self, fn: Callable[[Connection], T]) -> T:
+    async def write(self, fn: Callable[[Connection], T], *, single: bool = False) -> T:
         """Run ``fn`` in a write transaction (shared with other writers), committed before this
-        returns. ``fn`` may run more than once, so it must have no effect outside the database."""
-        return await self._submit(Op(asyncio.get_running_loop().create_future(), fn=fn))  # type: ignore[no-any-return]
+        returns. ``fn`` may run more than once, so it must have no effect outside the database.
+        ``single``: ``fn`` writes with one statement (see ``Op.single``)."""
+        future = asyncio.get_running_loop().create_future()
+        return await self._submit(Op(future, fn=fn, single=single))  # type: ignore[no-any-return]
 
-    async def write_batched(self, batch: Batch, item: Any) -> Any:
+    async def write_batched(self, batch: Batch, item: Any, *, single: bool = False) -> Any:
         """Commit ``item`` through ``batch`` together with the other items queued for it."""
-        return await self._submit(
-            Op(asyncio.get_running_loop().create_future(), batch=batch, item=item)
-        )
+        future = asyncio.get_running_loop().create_future()
+        return await self._submit(Op(future, batch=batch, item=item, single=single))
 
     def _submit(self, op: Op) -> asyncio.Future[Any]:
         self._pending.append(op)

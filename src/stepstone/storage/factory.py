@@ -78,7 +78,9 @@ async def open_store(url: str | None = None, *, migrate: bool = True) -> SqlStor
     else:
         engine = create_engine(parsed, pool_size=PG_THREADS + 1, max_overflow=0, pool_pre_ping=True)
         dialect = PostgresDialect()
-        db = Database(engine, engine, dialect.begin_write, read_threads=PG_THREADS)
+        db = Database(
+            engine, engine, dialect.begin_write, read_threads=PG_THREADS, single_autocommit=True
+        )
         store = SqlStore(db, dialect)
     if migrate:
         await store.migrate()

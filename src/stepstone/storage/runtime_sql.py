@@ -231,7 +231,8 @@ class RuntimeQueries:
         return [rows.to_step(r) for r in found]
 
     async def save_steps(self, claim: Claim, records: Sequence[StepRecord]) -> None:
-        await self._db.write_batched(self._save_steps, (claim, records))
+        single = len(records) == 1 and records[0].event_seq is None  # (`_save_one_step`)
+        await self._db.write_batched(self._save_steps, (claim, records), single=single)
 
     def _save_steps(
         self, conn: Connection, items: Sequence[tuple[Claim, Sequence[StepRecord]]]
@@ -349,7 +350,8 @@ class RuntimeQueries:
             sorted(wake_for),
             ended,
         )
-        return bool(await self._db.write_batched(self._moves, move))
+        single = not (steps or wake_for or ended)
+        return bool(await self._db.write_batched(self._moves, move, single=single))
 
     def _moves(self, conn: Connection, items: Sequence[_Move]) -> list[bool]:
         """Many runs' moves in one transaction: the moves first, in order (on a server in one

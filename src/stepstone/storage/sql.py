@@ -296,7 +296,7 @@ class SqlStore(RuntimeQueries, RunQueries, CatalogQueries, KeyQueries):
             )
             return _delivery(row, seq, first=earlier is None)
 
-        return await self._db.write(tx)
+        return await self._db.write(tx, single=not self._dialect.in_process)
 
     async def due_schedules(self, now: int, limit: int) -> list[DueSchedule]:
         query = (
