@@ -19,9 +19,9 @@ from sqlalchemy import Connection, create_engine
 from sqlalchemy.exc import IntegrityError
 
 from stepstone import WorkflowEntrypoint, WorkflowEvent, WorkflowStep
-from stepstone.domain.errors import DuplicateInstanceError
+from stepstone.domain.errors import DuplicateInstanceError, ValidationError
 from stepstone.domain.records import Claim, StepRecord, StepState, StepType
-from stepstone.domain.status import RUNNABLE
+from stepstone.domain.status import RUNNABLE, InstanceStatus
 from stepstone.engine import Engine
 from stepstone.runtime.clock import FakeClock
 from stepstone.storage import open_store
@@ -29,6 +29,8 @@ from stepstone.storage.base import LeaseLostError
 from stepstone.storage.database import Database
 from stepstone.storage.dialect import PostgresDialect
 from stepstone.storage.sql import SqlStore
+
+S = InstanceStatus
 
 
 class Idle(WorkflowEntrypoint):
@@ -226,3 +228,123 @@ async def test_a_single_statement_write_leaves_the_next_transaction_atomic(
         await db.close()
     with psycopg.connect(dsn) as check:
         assert check.execute("SELECT id FROM rows ORDER BY id").fetchall() == [(1,)]
+
+
+def _nap(wake_at: int) -> StepRecord:
+    return StepRecord(
+        name="nap", count=1, type=StepType.SLEEP, state=StepState.WAITING, seq=1, started_at=0,
+        wake_at=wake_at,
+    )  # fmt: skip
+
+
+async def _all_claimed(
+    engine: Engine, store: SqlStore, clock: FakeClock, ids: list[str]
+) -> list[Claim]:
+    """New instances with these ids, claimed, in the order of ``ids``."""
+    await engine.deploy_class(Idle)
+    await engine.create_instances("idle", [(i, None) for i in ids])
+    claims = await store.claim("w1", clock.now_ms(), 30_000, len(ids), RUNNABLE)
+    return sorted(claims, key=lambda c: ids.index(c.instance.id))
+
+
+async def test_a_batch_of_new_instances_comes_back_in_the_order_it_was_given(
+    engine: Engine, store: SqlStore
+) -> None:
+    """On a server the batch is one statement, whose rows are matched back to the request."""
+    await engine.deploy_class(Idle)
+    ids = ["c", "a", "d", "b"]
+    created = await engine.create_instances("idle", [(i, {"n": i}) for i in ids])
+    assert [i.id for i in created] == ids
+    assert [i.params for i in created] == [f'{{"n":"{i}"}}' for i in ids]
+    assert len({i.pk for i in created}) == len(ids)
+
+
+async def test_moves_committed_together_each_get_their_own_outcome(
+    engine: Engine, store: SqlStore, clock: FakeClock
+) -> None:
+    """Moves queued at once share a transaction (on a server, one round trip): one that finds
+    its instance elsewhere, or carries a value the database refuses, fails alone."""
+    claims = await _all_claimed(engine, store, clock, [f"m-{i}" for i in range(5)])
+    nap = _nap(5_000)
+    refused = "\x00" if not store.url.startswith("sqlite") else None  # PostgreSQL refuses NUL
+
+    async def move(claim: Claim, expected: S, **fields: str | None) -> bool | Exception:
+        try:
+            return await store.move(
+                claim, expected={expected}, target=S.WAITING, now=clock.now_ms(), ready_at=5_000,
+                release=True, steps=[nap], **fields,
+            )  # fmt: skip
+        except ValidationError as exc:
+            return exc
+
+    outcomes = list(
+        await asyncio.gather(
+            move(claims[0], S.RUNNING),  # it is queued: not moved
+            move(claims[1], S.QUEUED),
+            move(claims[2], S.QUEUED),
+        )
+    )
+    assert outcomes == [False, True, True]
+    outcomes += await asyncio.gather(
+        move(claims[3], S.QUEUED, error_message=refused), move(claims[4], S.QUEUED)
+    )
+    assert outcomes[4] is True
+    if refused is not None:
+        assert isinstance(outcomes[3], ValidationError)
+    for claim, outcome in zip(claims, outcomes, strict=True):
+        found = await store.get_instance_by_pk(claim.instance.pk)
+        assert found is not None
+        written = await store.load_steps(claim.instance.pk)
+        if outcome is True:
+            assert (found.status, found.lease_owner, found.ready_at) == (S.WAITING, None, 5_000)
+            assert [r.name for r in written] == ["nap"]
+        else:
+            assert (found.status, found.lease_owner) == (S.QUEUED, "w1")
+            assert written == []
+
+
+async def test_two_moves_of_one_instance_committed_together_keep_their_order(
+    engine: Engine, store: SqlStore, clock: FakeClock
+) -> None:
+    """Moves of one shape are one statement on a server; an instance moved twice in a batch
+    is moved twice, in order."""
+    claims = await _all_claimed(engine, store, clock, ["o-0", "o-1", "o-2"])
+
+    async def move(claim: Claim, expected: S, target: S) -> bool:
+        return await store.move(claim, expected={expected}, target=target, now=clock.now_ms())
+
+    assert await move(claims[0], S.QUEUED, S.RUNNING)
+    outcomes = await asyncio.gather(
+        move(claims[0], S.RUNNING, S.WAITING),
+        move(claims[1], S.QUEUED, S.RUNNING),
+        move(claims[1], S.RUNNING, S.WAITING),  # the same shape as the first: after the second
+        move(claims[2], S.QUEUED, S.RUNNING),
+    )
+    assert outcomes == [True, True, True, True]
+    found = [await store.get_instance_by_pk(c.instance.pk) for c in claims]
+    assert [i.status for i in found if i is not None] == [S.WAITING, S.WAITING, S.RUNNING]
+
+
+async def test_records_of_one_step_committed_together_keep_the_upserts_order(
+    engine: Engine, store: SqlStore, clock: FakeClock
+) -> None:
+    """A move may carry two records of one step (a sleep that began and ended); committed
+    beside other moves they are one statement on a server, which must not write a row twice
+    and must keep what the writes one after another would: the newer record, unless the older
+    one settled the step."""
+    claims = await _all_claimed(engine, store, clock, ["r-1", "r-2"])
+    nap = _nap(5)
+    first, second = _step("s", '"first"'), _step("s", '"second"')
+
+    async def move(claim: Claim, carried: list[StepRecord]) -> bool:
+        return await store.move(
+            claim, expected={S.QUEUED}, target=S.RUNNING, now=clock.now_ms(), steps=carried
+        )
+
+    assert await asyncio.gather(
+        move(claims[0], [nap, nap.completed_at(5)]), move(claims[1], [first, second])
+    ) == [True, True]
+    [slept] = await store.load_steps(claims[0].instance.pk)
+    assert (slept.state, slept.ended_at) == (StepState.COMPLETE, 5)
+    [kept] = await store.load_steps(claims[1].instance.pk)
+    assert kept.output == '"first"'
