@@ -428,10 +428,11 @@ class Engine:
             raise ValidationError(
                 f"instance {instance_id!r} is {delivery.status.value}; it takes no more events"
             )
-        first = None
+        # The only one of its type pending: the run holding the instance may take it as is.
+        handed = None
         if delivery.first and delivery.seq is not None:
-            first = Event(delivery.seq, event_type, text, now)
-        self.notifier.event_sent(delivery.pk, first)
+            handed = Event(delivery.seq, event_type, text, now)
+        self.notifier.event_sent(delivery.pk, handed)
         if not delivery.held:  # held by a worker: it wakes the wait in memory
             self.notifier.work_available()
 

@@ -230,11 +230,8 @@ class Committer:
 
     @contextmanager
     def _transaction(self, conn: Connection, pending: list[list[Op]]) -> Iterator[None]:
-        if not (self._single_autocommit and len(pending) == 1 and len(pending[0]) == 1):
-            single = False
-        else:
-            single = pending[0][0].single
-        if not single:
+        alone = len(pending) == 1 and len(pending[0]) == 1
+        if not (self._single_autocommit and alone and pending[0][0].single):
             with conn.begin():
                 self._begin(conn)
                 yield

@@ -12,12 +12,12 @@ classes, as ``Connection.execute`` would raise them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any, cast
 
-from sqlalchemy import Connection, bindparam, func
+from sqlalchemy import Connection, bindparam, func, literal
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
@@ -224,3 +224,8 @@ def _positional(
         return tuple(args)
 
     return bind
+
+
+def status_literals(values: Collection[str]) -> list[Any]:
+    """Status words as fixed parameters of a prebuilt statement (no per-call IN expansion)."""
+    return [literal(v) for v in sorted(values)]

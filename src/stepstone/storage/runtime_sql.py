@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
@@ -36,7 +35,8 @@ from stepstone.storage import events_sql, rows
 from stepstone.storage.base import KEEP, LeaseLostError, OwnedInstance
 from stepstone.storage.database import Database
 from stepstone.storage.dialect import Dialect
-from stepstone.storage.prepared import Prepared, Unnested, pipelined
+from stepstone.storage.moves_sql import Move, outcome_fields, run_moves
+from stepstone.storage.prepared import Prepared, Unnested, status_literals
 from stepstone.storage.tables import events, instances, steps, workflows
 from stepstone.storage.tables import schedules as cron_schedules
 
@@ -63,7 +63,7 @@ class RuntimeQueries:
 
     def _init_runtime(self) -> None:
         # A settled step is never overwritten: its result is committed exactly once.
-        unsettled = steps.c.state.not_in(_statuses([StepState.COMPLETE, StepState.SKIPPED]))
+        unsettled = steps.c.state.not_in(status_literals([StepState.COMPLETE, StepState.SKIPPED]))
         keys = ("instance_pk", "name", "count")
         self._upsert_step = Prepared(self._dialect.upsert(steps, keys=keys, where=unsettled))
         self._fenced_upsert_step = Prepared(
@@ -339,8 +339,8 @@ class RuntimeQueries:
         ended = None
         if target.is_terminal and parent_pk is not None:
             ended = {"parent_pk": parent_pk, "child_id": claim.instance.id, "now": now}
-            ended.update(status=target.value, **_outcome(fields))
-        move = _Move(
+            ended.update(status=target.value, **outcome_fields(fields))
+        move = Move(
             shape,
             params,
             claim,
@@ -353,12 +353,12 @@ class RuntimeQueries:
         single = not (steps or wake_for or ended)
         return bool(await self._db.write_batched(self._moves, move, single=single))
 
-    def _moves(self, conn: Connection, items: Sequence[_Move]) -> list[bool]:
+    def _moves(self, conn: Connection, items: Sequence[Move]) -> list[bool]:
         """Many runs' moves in one transaction: the moves first, in order (on a server in one
         round trip), then what the moved ones carry: their steps in one write, the events they
         took, the wake-up for an event that came while the instance still looked busy, a
         child's end told to its parent."""
-        moved = self._run_moves(conn, items)
+        moved = run_moves(conn, self._dialect, items)
         self._write_steps(
             conn, [v for m, ok in zip(items, moved, strict=True) if ok for v in m.step_values]
         )
@@ -375,70 +375,6 @@ class RuntimeQueries:
                 events_sql.announce_end(conn, self._dialect, **m.ended)
         return moved
 
-    def _run_moves(self, conn: Connection, items: Sequence[_Move]) -> list[bool]:
-        """Whether each move found its instance where it expected it. On a server, the moves
-        of one shape are one statement over arrays (``_move_many``) and every statement goes
-        in one round trip; one instance's moves keep their order (``_rounds``)."""
-        if self._dialect.in_process or len(items) == 1:
-            return [_move_statement(*m.shape).run(conn, m.params).rowcount == 1 for m in items]
-        moved = [False] * len(items)
-        for indexes in _rounds(items):
-            shapes: dict[_Shape, list[int]] = {}
-            for i in indexes:
-                shapes.setdefault(items[i].shape, []).append(i)
-            runs = []
-            for shape, group in shapes.items():
-                if len(group) == 1:
-                    runs.append((_move_statement(*shape), items[group[0]].params))
-                    continue
-                many = _move_many(*shape)
-                params = many.params([items[i].params for i in group])
-                params.update(self._dialect.signal_values() if shape[2] else {})
-                runs.append((many.prepared, params))
-            for group, cursor in zip(shapes.values(), pipelined(conn, runs), strict=True):
-                if len(group) == 1:
-                    moved[group[0]] = cursor.rowcount == 1
-                    continue
-                found = {row[0] for row in cursor.fetchall()}
-                for i in group:
-                    moved[i] = items[i].claim.instance.pk in found
-        return moved
-
-
-_Shape = tuple[frozenset[str], frozenset[str], bool]
-"""A move's statuses expected, columns set, and whether it tells other processes."""
-
-
-def _rounds(items: Sequence[_Move]) -> list[list[int]]:
-    """``items``' indexes in rounds in which no instance moves twice, its moves in order."""
-    rounds: list[list[int]] = []
-    last: dict[int, int] = {}
-    for i, move in enumerate(items):
-        pk = move.claim.instance.pk
-        at = last.get(pk, -1) + 1
-        if at == len(rounds):
-            rounds.append([])
-        rounds[at].append(i)
-        last[pk] = at
-    return rounds
-
-
-@dataclass(frozen=True, slots=True)
-class _Move:
-    """One run's status move, waiting for its commit beside others."""
-
-    shape: _Shape
-    params: dict[str, Any]
-    claim: Claim
-    steps: Sequence[StepRecord]
-    """Records carried by the move (the run's deferred ones)."""
-    step_values: list[dict[str, Any]]
-    now: int
-    wake_for: list[str]
-    """Event types that wake the instance at once if one is pending (a wait leaving memory)."""
-    ended: dict[str, Any] | None
-    """A child's end to tell its parent: ``announce_end``'s arguments."""
-
 
 _SETTLED = frozenset({StepState.COMPLETE.value, StepState.SKIPPED.value})
 
@@ -454,15 +390,6 @@ def _one_per_key(values: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if earlier is None or earlier["state"] not in _SETTLED:
             kept[key] = row
     return list(kept.values())
-
-
-def _outcome(fields: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: fields.get(k) for k in ("output", "error_name", "error_message")}
-
-
-def _statuses(values: Collection[str]) -> list[Any]:
-    """Status words as fixed parameters of a prebuilt statement (no per-call IN expansion)."""
-    return [literal(v) for v in sorted(values)]
 
 
 def _candidates(statuses: frozenset[str], *, expired: bool) -> Select[Any]:
@@ -482,7 +409,7 @@ def _candidates(statuses: frozenset[str], *, expired: bool) -> Select[Any]:
         held = [
             instances.c.lease_owner.is_not(None),
             instances.c.lease_expires_at < bindparam("now"),
-            instances.c.status.in_(_statuses(statuses)),
+            instances.c.status.in_(status_literals(statuses)),
         ]
         order = instances.c.lease_expires_at
     else:
@@ -491,7 +418,7 @@ def _candidates(statuses: frozenset[str], *, expired: bool) -> Select[Any]:
             instances.c.ready_at.is_not(None),
             instances.c.status == literal(next(iter(statuses)))
             if len(statuses) == 1
-            else instances.c.status.in_(_statuses(statuses)),
+            else instances.c.status.in_(status_literals(statuses)),
         ]
         order = instances.c.ready_at
     return (
@@ -522,7 +449,7 @@ def _claim_update(start: tuple[tuple[str, str], ...]) -> Any:
         "lease_epoch": instances.c.lease_epoch + 1,
     }
     if start:
-        moving = instances.c.status.in_(_statuses([a for a, _ in start]))
+        moving = instances.c.status.in_(status_literals([a for a, _ in start]))
         values["status"] = case(
             *[(instances.c.status == literal(a), literal(b)) for a, b in start],
             else_=instances.c.status,
@@ -553,52 +480,6 @@ def _listed() -> Any:
 @functools.cache
 def _claim_listed(start: tuple[tuple[str, str], ...]) -> Prepared:
     return Prepared(_claim_update(start).where(instances.c.pk.in_(_listed())))
-
-
-@functools.cache
-def _move_statement(expected: frozenset[str], columns: frozenset[str], tells: bool) -> Prepared:
-    """A move from ``expected`` statuses setting ``columns`` (bound as ``v_<column>``); with
-    ``tells``, the moved row also notifies the other processes (``Dialect.signal_values``)."""
-    statement = (
-        update(instances)
-        .where(
-            instances.c.pk == bindparam("b_pk"),
-            instances.c.lease_owner == bindparam("b_owner"),
-            instances.c.lease_epoch == bindparam("b_epoch"),
-            instances.c.status.in_(_statuses(expected)),
-        )
-        .values({c: bindparam(f"v_{c}") for c in sorted(columns)})
-    )
-    if tells:
-        statement = statement.returning(func.pg_notify(bindparam("channel"), bindparam("origin")))
-    return Prepared(statement)
-
-
-@functools.cache
-def _move_many(expected: frozenset[str], columns: frozenset[str], tells: bool) -> Unnested:
-    """``_move_statement`` for many instances at once: the same parameters, as arrays; returns
-    the keys of the instances it moved."""
-    names = {"b_pk": instances.c.pk.type, "b_owner": instances.c.lease_owner.type}
-    names["b_epoch"] = instances.c.lease_epoch.type
-    names.update({f"v_{c}": instances.c[c].type for c in sorted(columns)})
-
-    def build(rows: Any) -> Any:
-        returned: list[Any] = [instances.c.pk]
-        if tells:
-            returned.append(func.pg_notify(bindparam("channel"), bindparam("origin")))
-        return (
-            update(instances)
-            .where(
-                instances.c.pk == rows.c.b_pk,
-                instances.c.lease_owner == rows.c.b_owner,
-                instances.c.lease_epoch == rows.c.b_epoch,
-                instances.c.status.in_(_statuses(expected)),
-            )
-            .values({c: rows.c[f"v_{c}"] for c in sorted(columns)})
-            .returning(*returned)
-        )
-
-    return Unnested(names, build)
 
 
 def _room(conn: Connection, found: Sequence[Row[Any]], now: int) -> dict[str, int]:
