@@ -46,7 +46,7 @@ class WorkerSettings:
     hold_max: int = 3_000
     """At most this many waiting instances stay in memory at once (see ``HoldBudget``); they
     do not count against ``max_concurrency``."""
-    claim_ahead_ms: int = 300
+    claim_ahead_ms: int = 500
     """Instances whose timer fires within this are claimed together, early, and wait in
     memory: timers close together cost one claim, and replay happens before they fire."""
     drain_ms: int = 10_000
