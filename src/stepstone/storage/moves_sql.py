@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, update
+from sqlalchemy.sql.dml import Update
 
 from stepstone.domain.records import Claim, StepRecord
 from stepstone.storage.dialect import Dialect
@@ -93,18 +94,11 @@ def rounds(items: Sequence[Move]) -> list[list[int]]:
 def move_statement(expected: frozenset[str], columns: frozenset[str], tells: bool) -> Prepared:
     """A move from ``expected`` statuses setting ``columns`` (bound as ``v_<column>``); with
     ``tells``, the moved row also notifies the other processes (``Dialect.signal_values``)."""
-    statement = (
-        update(instances)
-        .where(
-            instances.c.pk == bindparam("b_pk"),
-            instances.c.lease_owner == bindparam("b_owner"),
-            instances.c.lease_epoch == bindparam("b_epoch"),
-            instances.c.status.in_(status_literals(expected)),
-        )
-        .values({c: bindparam(f"v_{c}") for c in sorted(columns)})
-    )
+    values: dict[str, Any] = {c: bindparam(f"v_{c}") for c in columns}
+    fence: list[Any] = [bindparam(name) for name in ("b_pk", "b_owner", "b_epoch")]
+    statement = _fenced_move(*fence, expected=expected, values=values)
     if tells:
-        statement = statement.returning(func.pg_notify(bindparam("channel"), bindparam("origin")))
+        statement = statement.returning(_TOLD)
     return Prepared(statement)
 
 
@@ -117,19 +111,29 @@ def move_many(expected: frozenset[str], columns: frozenset[str], tells: bool) ->
     names.update({f"v_{c}": instances.c[c].type for c in sorted(columns)})
 
     def build(rows: Any) -> Any:
-        returned: list[Any] = [instances.c.pk]
-        if tells:
-            returned.append(func.pg_notify(bindparam("channel"), bindparam("origin")))
-        return (
-            update(instances)
-            .where(
-                instances.c.pk == rows.c.b_pk,
-                instances.c.lease_owner == rows.c.b_owner,
-                instances.c.lease_epoch == rows.c.b_epoch,
-                instances.c.status.in_(status_literals(expected)),
-            )
-            .values({c: rows.c[f"v_{c}"] for c in sorted(columns)})
-            .returning(*returned)
-        )
+        values = {c: rows.c[f"v_{c}"] for c in columns}
+        fence = rows.c.b_pk, rows.c.b_owner, rows.c.b_epoch
+        moved = _fenced_move(*fence, expected=expected, values=values)
+        return moved.returning(instances.c.pk, *([_TOLD] if tells else []))
 
     return Unnested(names, build)
+
+
+def _fenced_move(
+    pk: Any, owner: Any, epoch: Any, *, expected: frozenset[str], values: Mapping[str, Any]
+) -> Update:
+    """The update of instance ``pk`` if ``owner`` still holds it under ``epoch`` and its status
+    is one of ``expected``."""
+    return (
+        update(instances)
+        .where(
+            instances.c.pk == pk,
+            instances.c.lease_owner == owner,
+            instances.c.lease_epoch == epoch,
+            instances.c.status.in_(status_literals(expected)),
+        )
+        .values({c: values[c] for c in sorted(values)})
+    )
+
+
+_TOLD = func.pg_notify(bindparam("channel"), bindparam("origin"))
