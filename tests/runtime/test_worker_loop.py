@@ -157,6 +157,36 @@ async def test_new_instances_run_at_most_new_concurrency_at_once(store: SqlStore
             await completed(engine, "held", f"h{i}")
 
 
+async def test_new_runs_ending_while_a_claim_runs_free_their_slots_for_the_queued_ones(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The claim that finds the cap on new runs full, and the ends of those runs while it is
+    at the database: the ends saw no backlog yet, so the claim must take what they freed."""
+    engine = Engine(store)
+    await engine.deploy_class(Held)
+    async with running(store, engine, new_concurrency=2) as worker:
+        at_database = asyncio.Event()
+        ends_seen = asyncio.Event()
+        claim = store.claim
+
+        async def held_back_claim(*args: Any, **kwargs: Any) -> list[Claim]:
+            if not at_database.is_set():  # the claim the new instances' arrival makes
+                at_database.set()
+                await ends_seen.wait()
+            return await claim(*args, **kwargs)
+
+        monkeypatch.setattr(store, "claim", held_back_claim)
+        await engine.create_instances("held", [(f"h{i}", None) for i in range(5)])
+        await within(at_database.wait())
+        RELEASE[0].set()
+        for i in range(2):
+            await completed(engine, "held", f"h{i}")
+        assert worker.running == 0
+        ends_seen.set()
+        for i in range(2, 5):
+            await completed(engine, "held", f"h{i}")
+
+
 async def test_a_workflow_with_a_concurrency_limit_is_only_ever_claimed(store: SqlStore) -> None:
     engine = Engine(store)
     deployed = await engine.deploy_class(Limited)

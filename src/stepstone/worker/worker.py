@@ -322,6 +322,10 @@ class Worker:
                 # Short: nothing more is ready, unless the cap on new ones held some back.
                 taken_new = sum(1 for claim in claims if _is_new(claim))
                 self._backlog = new_room < batch and taken_new >= new_room
+                if self._backlog and self._new_room() > new_room - taken_new:
+                    # New runs ended (or began to wait) while the claim ran: their ends saw no
+                    # backlog to announce, so take what the cap held back now.
+                    continue
                 break
         else:
             self._backlog = True  # full: what else is ready waits for a free slot
