@@ -324,8 +324,8 @@ class Worker:
                 self._backlog = new_room < batch and taken_new >= new_room
                 if self._backlog and self._new_room() > new_room - taken_new:
                     # New runs ended (or began to wait) while the claim ran: their ends saw no
-                    # backlog to announce, so take what the cap held back now.
-                    continue
+                    # backlog to announce, so announce it for them (the next look takes it).
+                    self.notifier.work_available()
                 break
         else:
             self._backlog = True  # full: what else is ready waits for a free slot
