@@ -29,6 +29,7 @@ from stepstone.storage.base import LeaseLostError
 from stepstone.storage.database import Database
 from stepstone.storage.dialect import PostgresDialect
 from stepstone.storage.sql import SqlStore
+from tests.storage.support import sleep_record
 
 S = InstanceStatus
 
@@ -230,13 +231,6 @@ async def test_a_single_statement_write_leaves_the_next_transaction_atomic(
         assert check.execute("SELECT id FROM rows ORDER BY id").fetchall() == [(1,)]
 
 
-def _nap(wake_at: int) -> StepRecord:
-    return StepRecord(
-        name="nap", count=1, type=StepType.SLEEP, state=StepState.WAITING, seq=1, started_at=0,
-        wake_at=wake_at,
-    )  # fmt: skip
-
-
 async def _all_claimed(
     engine: Engine, store: SqlStore, clock: FakeClock, ids: list[str]
 ) -> list[Claim]:
@@ -265,7 +259,7 @@ async def test_moves_committed_together_each_get_their_own_outcome(
     """Moves queued at once share a transaction (on a server, one round trip): one that finds
     its instance elsewhere, or carries a value the database refuses, fails alone."""
     claims = await _all_claimed(engine, store, clock, [f"m-{i}" for i in range(5)])
-    nap = _nap(5_000)
+    nap = sleep_record(5_000)
     refused = "\x00" if not store.url.startswith("sqlite") else None  # PostgreSQL refuses NUL
 
     async def move(claim: Claim, expected: S, **fields: str | None) -> bool | Exception:
@@ -333,7 +327,7 @@ async def test_records_of_one_step_committed_together_keep_the_upserts_order(
     and must keep what the writes one after another would: the newer record, unless the older
     one settled the step."""
     claims = await _all_claimed(engine, store, clock, ["r-1", "r-2"])
-    nap = _nap(5)
+    nap = sleep_record(5)
     first, second = _step("s", '"first"'), _step("s", '"second"')
 
     async def move(claim: Claim, carried: list[StepRecord]) -> bool:

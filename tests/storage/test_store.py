@@ -12,6 +12,7 @@ from stepstone.engine import Engine
 from stepstone.runtime.clock import FakeClock
 from stepstone.storage.base import LeaseLostError
 from stepstone.storage.sql import SqlStore
+from tests.storage.support import sleep_record
 
 S = InstanceStatus
 
@@ -239,18 +240,6 @@ async def test_a_claim_reads_the_steps_and_starts_what_it_takes(
     assert [(r.name, r.output) for r in again.steps] == [("s", "1")]
 
 
-def _sleep(wake_at: int) -> StepRecord:
-    return StepRecord(
-        name="nap",
-        count=1,
-        type=StepType.SLEEP,
-        state=StepState.WAITING,
-        seq=1,
-        started_at=0,
-        wake_at=wake_at,
-    )
-
-
 @pytest.mark.parametrize("limit", [1, 10], ids=["one", "batch"])
 async def test_a_claim_records_the_sleeps_whose_deadline_passed_as_complete(
     engine: Engine, store: SqlStore, clock: FakeClock, limit: int
@@ -270,7 +259,7 @@ async def test_a_claim_records_the_sleeps_whose_deadline_passed_as_complete(
             now=now,
             ready_at=wake_at,
             release=True,
-            steps=[_sleep(wake_at)],
+            steps=[sleep_record(wake_at)],
         )
     await clock.advance(100)
     again = await store.claim(
@@ -278,8 +267,8 @@ async def test_a_claim_records_the_sleeps_whose_deadline_passed_as_complete(
     )
 
     found = {c.instance.id: c.steps for c in again}
-    assert found["i-1"] == (_sleep(now + 100).completed_at(now + 100),)
+    assert found["i-1"] == (sleep_record(now + 100).completed_at(now + 100),)
     assert await store.load_steps(claim.instance.pk) == list(found["i-1"] or ())
     if limit > 1:
-        assert found["later"] == (_sleep(now + 10_000),)
-    assert await store.load_steps(later.instance.pk) == [_sleep(now + 10_000)]
+        assert found["later"] == (sleep_record(now + 10_000),)
+    assert await store.load_steps(later.instance.pk) == [sleep_record(now + 10_000)]

@@ -149,8 +149,9 @@ class EventDelivery:
     seq: int | None = None
     """The event's number, when it was added."""
     first: bool = False
-    """No other event of its type was pending for the instance: a wait for that type may take
-    this one at once, without reading the instance's events (``InstanceRun.offer``)."""
+    """No other event of its type was pending for the held instance: a wait for that type may
+    take this one at once, without reading the instance's events (``InstanceRun.offer``).
+    Looked at only when a worker holds the instance (no run to hand it to otherwise)."""
 
 
 @dataclass(frozen=True, slots=True)

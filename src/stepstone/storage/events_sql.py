@@ -7,8 +7,10 @@ import functools
 from typing import Any
 
 from sqlalchemy import (
+    ColumnElement,
     Connection,
     String,
+    and_,
     bindparam,
     cast,
     func,
@@ -101,14 +103,16 @@ def _waking(pk: Any, statuses: frozenset[str]) -> Update:
     )
 
 
+def pending(pk: Any, type: Any) -> ColumnElement[bool]:
+    """Events of instance ``pk`` of type ``type`` that no wait has taken yet."""
+    return and_(
+        events.c.instance_pk == pk, events.c.type == type, events.c.consumed_by_name.is_(None)
+    )
+
+
 EARLIER_PENDING = Prepared(
     select(events.c.seq)
-    .where(
-        events.c.instance_pk == bindparam("b_pk"),
-        events.c.type == bindparam("b_type"),
-        events.c.consumed_by_name.is_(None),
-        events.c.seq < bindparam("b_seq"),
-    )
+    .where(pending(bindparam("b_pk"), bindparam("b_type")), events.c.seq < bindparam("b_seq"))
     .limit(1)
 )
 """A pending event of instance ``b_pk`` of type ``b_type`` that arrived before ``b_seq``."""
@@ -160,15 +164,7 @@ def delivery(accepted: frozenset[str], wake: frozenset[str]) -> Prepared:
         .returning(instances.c.pk)
         .cte("woken")
     )
-    earlier = (
-        select(events.c.seq)
-        .where(
-            events.c.instance_pk == target.c.pk,
-            events.c.type == bindparam("b_type"),
-            events.c.consumed_by_name.is_(None),
-        )
-        .exists()
-    )
+    earlier = select(events.c.seq).where(pending(target.c.pk, bindparam("b_type"))).exists()
     told = select(
         func.pg_notify(
             bindparam("channel"), bindparam("origin") + cast(added.c.instance_pk, String)

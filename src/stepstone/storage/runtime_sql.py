@@ -62,8 +62,7 @@ class RuntimeQueries:
     _dialect: Dialect
 
     def _init_runtime(self) -> None:
-        # A settled step is never overwritten: its result is committed exactly once.
-        unsettled = steps.c.state.not_in(status_literals([StepState.COMPLETE, StepState.SKIPPED]))
+        unsettled = steps.c.state.not_in(status_literals(_SETTLED))
         keys = ("instance_pk", "name", "count")
         self._upsert_step = Prepared(self._dialect.upsert(steps, keys=keys, where=unsettled))
         self._fenced_upsert_step = Prepared(
@@ -377,6 +376,7 @@ class RuntimeQueries:
 
 
 _SETTLED = frozenset({StepState.COMPLETE.value, StepState.SKIPPED.value})
+"""States a step's row is never overwritten from: its result is committed exactly once."""
 
 
 def _one_per_key(values: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -607,11 +607,7 @@ _FENCED_STEP = (
 locks until the transaction ends, as ``_FENCE`` does)."""
 _PENDING_EVENTS = Prepared(
     select(events)
-    .where(
-        events.c.instance_pk == bindparam("pk"),
-        events.c.type == bindparam("type"),
-        events.c.consumed_by_name.is_(None),
-    )
+    .where(events_sql.pending(bindparam("pk"), bindparam("type")))
     .order_by(events.c.seq)
     .limit(bindparam("limit"))
 )

@@ -291,6 +291,8 @@ class SqlStore(RuntimeQueries, RunQueries, CatalogQueries, KeyQueries):
             if row.status not in accepted:
                 return _delivery(row, None, first=False)
             seq = events_sql.add_event(conn, self._dialect, row.pk, type, payload, now, statuses)
+            if row.lease_owner is None:  # no run holds it to hand the event to
+                return _delivery(row, seq, first=False)
             earlier = events_sql.EARLIER_PENDING.first(
                 conn, {"b_pk": row.pk, "b_type": type, "b_seq": seq}
             )
@@ -359,7 +361,7 @@ def _delivery(row: Any, seq: int | None, *, first: bool) -> EventDelivery:
         held=row.lease_owner is not None,
         added=seq is not None,
         seq=seq,
-        first=first and seq is not None,
+        first=first and seq is not None and row.lease_owner is not None,
     )
 
 
