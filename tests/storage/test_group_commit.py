@@ -26,7 +26,7 @@ from stepstone.engine import Engine
 from stepstone.runtime.clock import FakeClock
 from stepstone.storage import open_store
 from stepstone.storage.base import LeaseLostError
-from stepstone.storage.database import Database
+from stepstone.storage.database import THREAD_AT, Database
 from stepstone.storage.dialect import PostgresDialect
 from stepstone.storage.sql import SqlStore
 from tests.storage.support import sleep_record
@@ -141,6 +141,34 @@ async def test_a_write_lock_held_elsewhere_never_blocks_the_event_loop(tmp_path:
         assert created.id == "late"
         # Once the thread has drained, writes run on the loop again.
         assert (await engine.create_instance("idle", instance_id="next")).id == "next"
+    finally:
+        await store.close()
+
+
+async def test_on_sqlite_a_large_batch_commits_beside_the_loop_and_a_small_one_on_it(
+    tmp_path: Path,
+) -> None:
+    store = await open_store(f"sqlite:///{tmp_path / 'placed.db'}")
+    assert isinstance(store, SqlStore)
+    db = store._db
+    try:
+
+        def where(conn: Connection) -> str:
+            conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS placed (x INTEGER)")
+            conn.exec_driver_sql("INSERT INTO placed VALUES (1)")
+            return threading.current_thread().name
+
+        loop_thread = threading.current_thread().name
+        small = await asyncio.gather(*(db.write(where) for _ in range(THREAD_AT - 1)))
+        assert set(small) == {loop_thread}
+        large = await asyncio.gather(*(db.write(where) for _ in range(THREAD_AT)))
+        assert set(large) == {"stepstone-commit"}
+        # Once the thread has drained, small batches run on the loop again.
+        assert await db.write(where) == loop_thread
+        total = await db.read(
+            lambda conn: conn.exec_driver_sql("SELECT count(*) FROM placed").scalar_one()
+        )
+        assert total == 2 * THREAD_AT
     finally:
         await store.close()
 
