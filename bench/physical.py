@@ -1,8 +1,11 @@
-"""What the disk and the database server allow: commits/s of one small insert each, measured
-in the same run, with the pragmas Stepstone uses (WAL, synchronous NORMAL or FULL)."""
+"""What the machine allows, measured in the same run: commits/s of one small insert each, with
+the pragmas Stepstone uses (WAL, synchronous NORMAL or FULL), and how fast the processor runs an
+event loop. Both engines run their Python on one core, so their figures follow that last one:
+on this virtual machine it has differed twofold from one hour to another."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import tempfile
 import time
@@ -12,6 +15,31 @@ from typing import Any
 import psycopg
 
 from bench.databases import fresh_database
+
+
+def loop_callbacks(seconds: float) -> float:
+    """asyncio callbacks/s, each scheduling the next: the processor's speed as an event loop
+    sees it (a fixed piece of work, whatever the disk)."""
+
+    async def run() -> float:
+        loop = asyncio.get_running_loop()
+        finished = loop.create_future()
+        done = 0
+        start = time.perf_counter()
+        deadline = start + seconds
+
+        def tick() -> None:
+            nonlocal done
+            done += 1
+            if done % 1000 == 0 and time.perf_counter() >= deadline:
+                finished.set_result(done / (time.perf_counter() - start))
+            else:
+                loop.call_soon(tick)
+
+        loop.call_soon(tick)
+        return await finished
+
+    return asyncio.run(run())
 
 
 def sqlite_commits(synchronous: str, seconds: float, batch: int = 1) -> float:
@@ -57,6 +85,7 @@ def postgres_commits(server: str, seconds: float, batch: int = 1) -> float:
 def measure(db: str, seconds: float) -> dict[str, Any]:
     """Every reference for ``db`` (``sqlite`` or a PostgreSQL server URL)."""
     refs: dict[str, Any] = {
+        "event_loop_callbacks_per_s": loop_callbacks(seconds),
         "sqlite_version": sqlite3.sqlite_version,
         "sqlite_wal_normal_commits_per_s": sqlite_commits("NORMAL", seconds),
         "sqlite_wal_full_commits_per_s": sqlite_commits("FULL", seconds),

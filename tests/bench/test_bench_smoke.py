@@ -37,6 +37,7 @@ def test_tiny_run_reports_every_workload_with_positive_figures(tmp_path: Path) -
     result = json.loads(out.read_text())
     assert result["meta"]["mode"] == "tiny"
     assert result["physical"]["sqlite_wal_normal_commits_per_s"] > 0
+    assert result["physical"]["event_loop_callbacks_per_s"] > 0
     assert set(result["workloads"]) == set(WORKLOADS)
     for name, workload in result["workloads"].items():
         assert workload["errors"] == [], name
