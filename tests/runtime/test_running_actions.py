@@ -100,6 +100,41 @@ async def test_pause_waits_for_the_running_step_then_pauses(
     assert gate.calls == {"held": 1, "next": 1}
 
 
+class HeldThenSleeps(WorkflowEntrypoint):
+    name = "held-then-sleeps"
+
+    async def run(self, event: WorkflowEvent, step: WorkflowStep) -> Any:
+        first = await step.do("held", held, "held")
+        await step.sleep("nap", "1 hour")
+        return first
+
+
+async def test_a_pause_the_run_has_not_heard_of_keeps_the_result_of_its_step(
+    engine: Engine, worker: Worker, gate: Gate
+) -> None:
+    """The step's result was to ride with the move to sleep, which the pause refuses: it
+    commits all the same, and the step never runs again."""
+    await engine.deploy_class(HeldThenSleeps)
+    instance = await engine.create_instance("held-then-sleeps")
+    task = asyncio.create_task(worker.run_until_idle(advance=False), name="test worker")
+    await within(gate.started.wait())
+    await engine.change_status("held-then-sleeps", instance.id, Action.PAUSE)
+    gate.release.set()  # no refresh: the run learns of the pause from its refused move
+    await within(task)
+
+    assert await status_of(engine, "held-then-sleeps", instance.id) is S.PAUSED
+    found = await steps_of(engine, "held-then-sleeps", instance.id)
+    assert [(r.name, r.state) for r in found] == [
+        ("held", StepState.COMPLETE),
+        ("nap", StepState.WAITING),
+    ]
+
+    await engine.change_status("held-then-sleeps", instance.id, Action.RESUME)
+    await within(worker.run_until_idle())
+    assert await status_of(engine, "held-then-sleeps", instance.id) is S.COMPLETE
+    assert gate.calls == {"held": 1}
+
+
 async def test_resume_withdraws_a_pending_pause(engine: Engine, worker: Worker, gate: Gate) -> None:
     instance_id, task = await start_running(engine, worker, gate)
 

@@ -154,6 +154,12 @@ class InstanceRun:
         self._claimed_for: int | None = None
         """The timer this run was claimed ahead of, if it was."""
         self._deferred: list[StepRecord] = []
+        self._deferred_results = 0
+        """Of ``_deferred``, how many are steps' results (``settle``)."""
+        self._unsaved = 0
+        """Steps' results not committed yet, whether still deferred or in a commit under way."""
+        self._results_saved: asyncio.Future[None] | None = None
+        """Resolved when a commit carrying results ends (made only when a step waits)."""
         self._taken: set[int] = set()
         """Events this run's waits took (their consumption may not be committed yet). One set,
         handed to the store's read and looked at when its answer comes: two waits reading at
@@ -173,10 +179,65 @@ class InstanceRun:
     # ------------------------------------------------------------ used by DurableStep
     async def save(self, record: StepRecord) -> None:
         """Commit ``record`` (with any deferred ones) before the workflow goes on."""
-        records = [*self._deferred, record]
-        self._deferred = []
-        await _stored(self.store.save_steps(self.claim, records))
+        self._deferred.append(record)
+        await self._save_deferred()
         self.history.remember(record)
+
+    def settle(self, record: StepRecord) -> None:
+        """A step's result: committed with the instance's next commit, not on its own.
+
+        That commit always comes before anything could depend on the result: before the next
+        step's function runs (``commit_results``), before the run waits (the supervisor's
+        move, or a save of its own) and with the instance's end. In between runs only the
+        workflow's own code, which a replay runs again anyway. So a step followed by a sleep,
+        a wait or the end costs one commit, not two; a step's result is never committed
+        later than the next step starts, and never lost to a move a user's action refused.
+        """
+        self._deferred.append(record)
+        self._deferred_results += 1
+        self._unsaved += 1
+        self.history.remember(record)
+
+    async def commit_results(self) -> None:
+        """Return once every step result settled so far is committed."""
+        while self._unsaved:
+            if self._deferred_results:
+                await self._save_deferred()
+                continue
+            # The rest rides in commits other branches of the workflow are making: wait for
+            # one to end, and look again.
+            if self._results_saved is None:
+                self._results_saved = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._results_saved)
+
+    async def _save_deferred(self) -> None:
+        records, results = self._take_deferred()
+        try:
+            await _stored(self.store.save_steps(self.claim, records))
+        except BaseException:
+            self._results_lost(results)
+            raise
+        self._results_committed(results)
+
+    def _take_deferred(self) -> tuple[list[StepRecord], int]:
+        """The deferred records for a commit, and how many of them are steps' results."""
+        records, self._deferred = self._deferred, []
+        results, self._deferred_results = self._deferred_results, 0
+        return records, results
+
+    def _results_committed(self, results: int) -> None:
+        """A commit carrying ``results`` steps' results ended: tell the steps waiting."""
+        if results:
+            self._unsaved -= results
+            if self._results_saved is not None:
+                self._results_saved.set_result(None)
+                self._results_saved = None
+
+    def _results_lost(self, results: int) -> None:
+        """It failed: the steps waiting for it stop, as the run does."""
+        if results and self._results_saved is not None:
+            self._results_saved.cancel()
+            self._results_saved = None
 
     def defer(self, record: StepRecord) -> None:
         """Keep ``record`` for the instance's next commit instead of committing it now.
@@ -415,6 +476,8 @@ class InstanceRun:
                 try:
                     if not early and self._worth_marking():
                         await self._mark(S.WAITING, self._ready_at())
+                    elif self._deferred_results:
+                        await self._save_deferred()  # nothing else commits before it waits
                     timer = self.clock.call_at(hold_until, self._poke)
                     await self._signal
                 finally:
@@ -486,17 +549,27 @@ class InstanceRun:
     async def _move(self, target: InstanceStatus, **changes: Any) -> bool:
         """Move the instance by the runtime's own transition table (committing the deferred
         records with it); False if it is elsewhere."""
-        steps, self._deferred = self._deferred, []
-        return await _stored(
-            self.store.move(
-                self.claim,
-                expected=runtime_sources(target),
-                target=target,
-                now=self.clock.now_ms(),
-                steps=steps,
-                **changes,
+        steps, results = self._take_deferred()
+        try:
+            moved = await _stored(
+                self.store.move(
+                    self.claim,
+                    expected=runtime_sources(target),
+                    target=target,
+                    now=self.clock.now_ms(),
+                    steps=steps,
+                    **changes,
+                )
             )
-        )
+            if not moved and results:
+                # Refused (a user paused the instance meanwhile, say): steps' results still
+                # commit, fenced by the lease alone, as they would have on their own.
+                await _stored(self.store.save_steps(self.claim, steps))
+        except BaseException:
+            self._results_lost(results)
+            raise
+        self._results_committed(results)
+        return moved
 
     async def _mark(self, status: InstanceStatus, ready_at: int | None) -> None:
         if await self._move(status, ready_at=ready_at, wake_for=self._event_types):

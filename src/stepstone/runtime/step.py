@@ -136,6 +136,7 @@ class DurableStep(WorkflowStep):
             raise StepFailedError(name, record.error_name or "Error", record.error_message or "")
         if type is not StepType.ROLLBACK:
             run.check_new_work()
+        await run.commit_results()  # what the steps before it returned is committed first
         if record is None:
             record = StepRecord(
                 name=name,
@@ -186,7 +187,7 @@ class DurableStep(WorkflowStep):
                         attempts=(*record.attempts, Attempt(start, end, True)),
                         output=text,
                     )
-                    await run.save(record)
+                    run.settle(record)
                     return json.loads(text), record
                 attempt = Attempt(start, end, False, error_name(failure), error_message(failure))
                 final = (

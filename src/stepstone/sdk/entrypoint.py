@@ -53,7 +53,8 @@ class RollbackContext:
 
 
 class WorkflowStep(ABC):
-    """The durable primitives ``run`` is given. Every call is committed before it returns."""
+    """The durable primitives ``run`` is given. What each call did is committed before anything
+    that could depend on it: the next step's function, a wait, the instance's end."""
 
     @overload
     def do(
