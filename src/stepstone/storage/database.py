@@ -41,10 +41,10 @@ MAX_BATCH = 256
 """Operations per transaction: bounds how long one inline commit holds the loop."""
 THREAD_AT = 32
 """Where commits could run on the loop, a batch of this many writes runs on the committer
-thread instead. With 10,000 sleepers falling asleep and waking at once (``python -m bench
---full --workloads timers``), wake-ups from the sleep's deadline p50 5-16 ms against 45-400 ms
-all on the loop, p99 lower in the median of runs; one-at-a-time workloads (sequential steps,
-events) never reach it and keep the loop's latency."""
+thread instead. With 10,000 sleepers falling asleep and waking at once (the bench's timers
+workload), wake-ups from the sleep's deadline p50 5-17 ms against 65-415 ms all on the loop
+(bench/RESULTS.md); one-at-a-time work (sequential steps, events) never reaches it and keeps
+the loop's latency. 16 and 64 measured alike; 8 worse."""
 CHECKPOINT_EVERY = 250
 """Inline commits between WAL checkpoints (SQLite's own default is about 1,000 pages)."""
 
