@@ -56,8 +56,8 @@ def saves(store: SqlStore, monkeypatch: pytest.MonkeyPatch) -> list[int]:
     real = store.save_steps
 
     async def counting(claim: Any, records: Any) -> None:
-        calls.append(len(records))
         await real(claim, records)
+        calls.append(len(records))  # once committed: tests poll for it, then read the rows
 
     monkeypatch.setattr(store, "save_steps", counting)
     return calls

@@ -119,6 +119,59 @@ async def test_a_delivery_says_whether_its_event_is_the_only_one_of_its_type_pen
     assert (refused.added, refused.seq, refused.first) == (False, None, False)
 
 
+async def test_a_move_writes_what_it_carries_only_if_it_is_made(
+    engine: Engine, store: SqlStore, clock: FakeClock
+) -> None:
+    """A move carries the run's records and the events they took: written and consumed with
+    it, or (a move refused, an event consumed already) not at all."""
+    claim = await _claimed(engine, store, clock)
+    now = clock.now_ms()
+    seqs = []
+    for _ in range(2):
+        sent = await store.deliver_event(
+            "local", "idle", "i-1", "go", "null", now, accept={S.QUEUED}, wake={S.WAITING}
+        )
+        assert sent is not None
+        seqs.append(sent.seq)
+
+    def took(name: str, seq: int | None) -> StepRecord:
+        return StepRecord(
+            name=name, count=1, type=StepType.WAIT_FOR_EVENT, state=StepState.COMPLETE, seq=1,
+            started_at=0, output="null", event_type="go", event_seq=seq,
+        )  # fmt: skip
+
+    done = StepRecord(
+        name="s", count=1, type=StepType.STEP, state=StepState.COMPLETE, seq=2, started_at=0,
+        ended_at=0, output="1",
+    )  # fmt: skip
+
+    async def move(expected: InstanceStatus, *carried: StepRecord) -> bool:
+        return await store.move(
+            claim, expected={expected}, target=S.COMPLETE, now=now, release=True, steps=carried
+        )
+
+    assert not await move(S.PAUSED, took("a", seqs[0]), done)  # refused: nothing written
+    assert await store.load_steps(claim.instance.pk) == []
+    first = await store.pending_event(claim.instance.pk, "go")
+    assert first is not None
+    assert first.seq == seqs[0]
+
+    await store.save_steps(claim, [took("a", seqs[0])])  # another commit takes the first
+    with pytest.raises(LeaseLostError):
+        await move(S.QUEUED, took("b", seqs[0]), done)
+    instance = await store.get_instance_by_pk(claim.instance.pk)
+    assert instance is not None
+    assert instance.status is S.QUEUED
+    assert [r.name for r in await store.load_steps(claim.instance.pk)] == ["a"]
+
+    assert await move(S.QUEUED, took("b", seqs[1]), done)
+    assert await store.pending_event(claim.instance.pk, "go") is None
+    assert [r.name for r in await store.load_steps(claim.instance.pk)] == ["a", "b", "s"]
+    instance = await store.get_instance_by_pk(claim.instance.pk)
+    assert instance is not None
+    assert instance.status is S.COMPLETE
+
+
 async def test_an_unrelated_event_does_not_wake_the_eviction(
     engine: Engine, store: SqlStore, clock: FakeClock
 ) -> None:
