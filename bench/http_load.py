@@ -116,7 +116,7 @@ ASK_END_AFTER_S = 0.02
 """How long after the event's answer the client asks for the run's end time (which the server
 takes when the run ends, whenever it is asked): a request served while the run finishes would
 compete for the processor with what is measured (on PostgreSQL the end's commit waited for
-the loop to serve it: p50 4.3 ms asked at once, 3.8 ms asked later)."""
+the loop to serve it: p50 4.2-4.6 ms asked at once, 3.5-3.7 asked later)."""
 
 
 async def event_round_trip(server: Server, engine: str, n: int) -> dict[str, float]:
