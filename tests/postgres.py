@@ -7,9 +7,9 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 
+import psycopg
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.pool import NullPool
 
 from stepstone.storage.dialect import run_migrations
@@ -26,15 +26,14 @@ def postgres_required() -> bool:
 
 async def fresh_database(template: str | None = None) -> AsyncIterator[str]:
     """A new empty database (or a copy of ``template``), dropped afterwards."""
-    # No pool: a connection kept from the CREATE would be dead after a test restarts the server.
-    admin = create_async_engine(ADMIN_URL, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    # psycopg's own async connection, one per statement: SQLAlchemy's asyncio extension needs
+    # greenlet, which SQLAlchemy 2.1 no longer installs; and a connection kept from the CREATE
+    # would be dead after a test restarts the server.
     name = f"stepstone_test_{uuid.uuid4().hex[:12]}"
     copy = f' TEMPLATE "{template}"' if template else ""
     try:
-        async with admin.connect() as conn:
-            await conn.execute(text(f'CREATE DATABASE "{name}"{copy}'))
-    except Exception as exc:
-        await admin.dispose()
+        await _admin(f'CREATE DATABASE "{name}"{copy}')
+    except psycopg.Error as exc:
         message = f"PostgreSQL is not reachable at {ADMIN_URL}: {type(exc).__name__}: {exc}"
         if postgres_required():
             pytest.fail(message)
@@ -42,9 +41,14 @@ async def fresh_database(template: str | None = None) -> AsyncIterator[str]:
     try:
         yield url_of(name)
     finally:
-        async with admin.connect() as conn:
-            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        await admin.dispose()
+        await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def _admin(statement: str) -> None:
+    """Run ``statement`` outside a transaction (as CREATE and DROP DATABASE must be)."""
+    libpq = make_url(ADMIN_URL).set(drivername="postgresql").render_as_string(False)
+    async with await psycopg.AsyncConnection.connect(libpq, autocommit=True) as conn:
+        await conn.execute(statement)
 
 
 def url_of(database: str) -> str:
