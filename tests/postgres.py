@@ -46,7 +46,7 @@ async def fresh_database(template: str | None = None) -> AsyncIterator[str]:
 
 async def _admin(statement: str) -> None:
     """Run ``statement`` outside a transaction (as CREATE and DROP DATABASE must be)."""
-    libpq = make_url(ADMIN_URL).set(drivername="postgresql").render_as_string(False)
+    libpq = make_url(ADMIN_URL).set(drivername="postgresql").render_as_string(hide_password=False)
     async with await psycopg.AsyncConnection.connect(libpq, autocommit=True) as conn:
         await conn.execute(statement)
 
