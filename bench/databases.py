@@ -60,9 +60,11 @@ def fresh_database(db: str, synchronous: str, label: str) -> Iterator[RunDatabas
 
     admin = libpq_url(db)
     name = f"bench_{os.getpid()}_{next(_counter)}_{label}".replace("-", "_").lower()
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     try:
+        # Created inside the try: a SIGTERM (``__main__``) arriving once the database exists
+        # but before the yield must still drop it.
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         yield RunDatabase("postgresql", with_database(admin, name), synchronous)
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
