@@ -13,6 +13,7 @@ from typing import Any
 from stepstone.domain.records import Instance, StepRecord
 from stepstone.domain.status import InstanceStatus
 from stepstone.engine import Engine
+from stepstone.runtime.clock import Clock
 from stepstone.storage.base import Store
 from stepstone.worker.worker import Worker, WorkerSettings
 
@@ -67,11 +68,15 @@ async def within(awaitable: Awaitable[Any], timeout: float = 5.0) -> Any:
 
 
 @asynccontextmanager
-async def looping_worker(store: Store, engine: Engine, **settings: int) -> AsyncIterator[Worker]:
-    """A worker running its loop on the real clock beside ``engine``, from after its first
-    look at the database (so that it takes new instances eagerly) until the block ends."""
+async def looping_worker(
+    store: Store, engine: Engine, clock: Clock | None = None, **settings: int
+) -> AsyncIterator[Worker]:
+    """A worker running its loop beside ``engine`` (on the real clock unless given another),
+    from after its first look at the database (so that it takes new instances eagerly) until
+    the block ends."""
     worker = Worker(
         store,
+        clock=clock,
         loader=engine.loader,
         notifier=engine.notifier,
         settings=WorkerSettings(**settings),

@@ -19,12 +19,13 @@ from stepstone.domain.status import InstanceStatus
 from stepstone.engine import Engine
 from stepstone.runtime.clock import FakeClock
 from stepstone.storage.sql import SqlStore
-from stepstone.worker.worker import Worker, WorkerSettings
+from stepstone.worker.worker import Worker
 from tests.runtime.support import (
     CALLS,
     counted,
     eventually,
     instance_of,
+    looping_worker,
     output_of,
     status_of,
     steps_of,
@@ -159,16 +160,7 @@ async def test_a_step_before_a_short_wait_held_in_memory_commits_before_it_waits
     """A wait about to end is held without a move: the result gets a commit of its own."""
     await engine.deploy_class(StepThenSleep)
     instance = await engine.create_instance("step-then-sleep", params={"ms": 50})
-    worker = Worker(
-        store,
-        clock=clock,
-        loader=engine.loader,
-        notifier=engine.notifier,
-        settings=WorkerSettings(hold_ms=60_000),
-    )
-    stop = asyncio.Event()
-    loop = asyncio.create_task(worker.run(stop), name="worker loop")
-    try:
+    async with looping_worker(store, engine, clock, hold_ms=60_000) as worker:
 
         async def saved() -> bool:
             return len(saves) == 1  # the result, and the sleep it is in
@@ -187,7 +179,4 @@ async def test_a_step_before_a_short_wait_held_in_memory_commits_before_it_waits
             return await status_of(engine, "step-then-sleep", instance.id) is S.COMPLETE
 
         await eventually(complete, what="the instance to complete")
-    finally:
-        stop.set()
-        await within(loop)
     assert CALLS == {"first": 1}
